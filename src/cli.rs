@@ -1,0 +1,33 @@
+//! The command line: global options and one subcommand per user task.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{deploy, init, roles, status};
+
+/// Deploy Debian machines from a git repository of plain Python
+///
+/// Each node keeps a bare git repository at /var/lib/troops/repo/main.git.
+/// A deployment is a git repository with deploy.py and requirements.txt;
+/// `git push` to a node deploys the pushed commit there, and `troops pull`
+/// deploys what the node's remotes fast-forward to. Nothing is central.
+#[derive(Debug, Parser)]
+#[command(name = "troops", version, propagate_version = true)]
+pub struct Cli {
+    /// Put every Troops path under DIR (DIR/var/lib/troops, DIR/etc/troops)
+    #[arg(long, global = true, env = "TROOPS_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Args),
+    Deploy(deploy::Args),
+    Status(status::Args),
+    Roles(roles::RolesArgs),
+    Hosts(roles::HostsArgs),
+}

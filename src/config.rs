@@ -1,0 +1,112 @@
+//! Node configuration: `/etc/troops/troops.toml`, written by seeding or by hand.
+//!
+//! A missing file means the defaults. Unknown keys are refused so that a typo
+//! does not silently fall back to a default. The Python module reads the same
+//! file (with `tomllib`) for the node's roles.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::error::UserError;
+use crate::paths::Node;
+
+/// The deploy branch when the configuration names none.
+pub const DEFAULT_BRANCH: &str = "master";
+/// The interpreter virtualenvs are built from when none is configured.
+pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The branch pushes and pulls deploy.
+    pub branch: Option<String>,
+    /// Roles this node has whatever deploy.py says.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The python3 virtualenvs are made from.
+    pub python: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(node: &Node) -> Result<Config> {
+        let path = node.config_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        };
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            UserError::new(format!("invalid node configuration `{}`: {e}", path.display()))
+                .hint("fix the file; `man troops` lists its keys")
+        })?;
+        if let Some(role) = config.roles.iter().find(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            return Err(UserError::new(format!(
+                "invalid role `{role}` in `{}`: a role is a non-empty name without spaces",
+                path.display()
+            ))
+            .into());
+        }
+        if let Some(branch) = &config.branch {
+            validate_branch(branch).map_err(|e| {
+                UserError::new(format!("invalid `branch` in `{}`: {e}", path.display()))
+            })?;
+        }
+        Ok(config)
+    }
+
+    pub fn branch(&self) -> &str {
+        self.branch.as_deref().unwrap_or(DEFAULT_BRANCH)
+    }
+
+    pub fn python(&self) -> PathBuf {
+        std::env::var_os("TROOPS_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| self.python.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON))
+    }
+}
+
+/// Refuses branch names git would reject or that could pass as an option.
+pub fn validate_branch(name: &str) -> std::result::Result<(), String> {
+    let bad = name.is_empty()
+        || name.starts_with('-')
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("//")
+        || name.contains("@{")
+        || name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
+    if bad {
+        Err(format!("`{name}` is not a valid branch name"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names() {
+        for ok in ["master", "main", "release/2026", "env-prod"] {
+            assert!(validate_branch(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-f", "a..b", "a b", "x.lock", "/x", "x/", "a:b", "a@{1}"] {
+            assert!(validate_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("brnach = 'x'").is_err());
+        let c: Config = toml::from_str("branch = 'prod'\nroles = ['web']").unwrap();
+        assert_eq!(c.branch(), "prod");
+        assert_eq!(c.roles, ["web"]);
+    }
+}

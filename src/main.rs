@@ -1,0 +1,55 @@
+//! Troops: deploy Debian machines from a git repository of plain Python.
+//!
+//! `main` parses the command line, dispatches to the subcommand's module and
+//! maps the outcome to an exit status (see `error`).
+
+#[macro_use]
+mod error;
+mod cli;
+mod config;
+mod deploy;
+mod git;
+mod history;
+mod init;
+mod lock;
+mod paths;
+mod python;
+mod roles;
+mod status;
+mod stream;
+mod venv;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Command};
+use paths::Node;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => ExitCode::from(error::report(&err) as u8),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let node = Node::new(&std::path::absolute(&cli.root)?);
+    match cli.command {
+        Command::Init(args) => init::run(&node, args),
+        Command::Deploy(args) => deploy::run(&node, args),
+        Command::Status(args) => status::run(&node, args),
+        Command::Roles(args) => roles::roles(&node, args),
+        Command::Hosts(args) => roles::hosts(&node, args),
+    }
+}
+
+/// A reader that went away (`troops status | head`) is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,79 @@
+//! The `troops` Python module and running deploy.py with it.
+//!
+//! The module's source is compiled into the binary and written below the
+//! node's `lib/python` when it differs, so the module a deploy imports always
+//! matches the binary that runs it. Virtualenvs find it through a `.pth` file.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::paths::Node;
+
+const MODULE: &[(&str, &str)] = &[
+    ("troops/__init__.py", include_str!("../python/troops/troops/__init__.py")),
+    ("troops/__main__.py", include_str!("../python/troops/troops/__main__.py")),
+    ("troops/py.typed", ""),
+];
+
+/// Writes the embedded module below `lib/python` where it differs.
+pub fn install_module(node: &Node) -> Result<()> {
+    let lib = node.python_lib();
+    for (name, source) in MODULE {
+        let path = lib.join(name);
+        if fs::read(&path).is_ok_and(|old| old == source.as_bytes()) {
+            continue;
+        }
+        let dir = path.parent().unwrap_or(&lib);
+        fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        crate::history::write_atomically(&path, source.as_bytes())?;
+        set_mode(&path, 0o644)?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of `{}`", path.display()))
+}
+
+/// What the deploy sees of who started it and what it runs.
+pub struct DeployEnv<'a> {
+    pub node: &'a Node,
+    pub commit: &'a str,
+    pub trigger: &'a str,
+}
+
+/// `VENV/bin/python -u -m troops ARGS...` in `checkout`, with a clean environment.
+///
+/// The caller's `GIT_*` variables (a hook's quarantine among them) and
+/// `PYTHON*` settings never reach deploy.py.
+pub fn command<I, S>(venv: &Path, checkout: &Path, env: &DeployEnv, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-u", "-m", "troops"]).args(args).current_dir(checkout);
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with("GIT_") || name_str.starts_with("PYTHON") || name_str == "VIRTUAL_ENV" {
+            cmd.env_remove(&name);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut paths = vec![venv.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(paths).unwrap_or(path))
+        .env("VIRTUAL_ENV", venv)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("TROOPS_ROOT", env.node.root())
+        .env("TROOPS_COMMIT", env.commit)
+        .env("TROOPS_TRIGGER", env.trigger);
+    cmd
+}

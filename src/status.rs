@@ -1,0 +1,90 @@
+//! `troops status`: the deployed commit and the recent deploy history.
+//!
+//! Read-only: it never takes the deploy lock. A record still marked running
+//! while nobody holds the lock belongs to a killed deploy and is shown as the
+//! failure it was. The `--json` shape is SPEC "Interfaces": fields are added,
+//! never renamed or removed.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::git::short;
+use crate::history::{self, Record};
+use crate::lock::DeployLock;
+use crate::paths::Node;
+
+/// Show the deployed commit and recent deploys
+///
+/// The table lists the newest deploys first: when each started, what
+/// triggered it (push, pull, manual, seed), who, the result and the reason of
+/// a failure. The log of each deploy is under /var/lib/troops/state/logs.
+///
+/// With --json, prints one object: {"commit": SHA or null, "history":
+/// [{"commit", "trigger", "user", "started_at", "duration_ms", "result",
+/// "reason", "log"}, ...]}, newest first.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON for scripts instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// How many deploys the table shows
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub limit: usize,
+}
+
+#[derive(Serialize)]
+struct Status {
+    commit: Option<String>,
+    history: Vec<Record>,
+}
+
+pub fn run(node: &Node, args: Args) -> Result<()> {
+    let mut records = history::list(node)?;
+    if !DeployLock::is_held(node) {
+        records.iter_mut().for_each(history::mark_interrupted);
+    }
+    let status = Status {
+        commit: history::deployed_commit(node)?,
+        history: records,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+    } else {
+        print_table(&mut out, &status, args.limit)?;
+    }
+    Ok(())
+}
+
+fn print_table(out: &mut impl Write, status: &Status, limit: usize) -> std::io::Result<()> {
+    match &status.commit {
+        Some(commit) => writeln!(out, "deployed: {commit}")?,
+        None => writeln!(out, "deployed: nothing yet")?,
+    }
+    if status.history.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<20}  {:<7}  {:<12}  {:<7}  {:>8}  {:<12}  REASON",
+        "STARTED", "TRIGGER", "USER", "RESULT", "TIME", "COMMIT"
+    )?;
+    for r in status.history.iter().take(limit) {
+        writeln!(
+            out,
+            "{:<20}  {:<7}  {:<12}  {:<7}  {:>7.1}s  {:<12}  {}",
+            r.started_at,
+            r.trigger.as_str(),
+            r.user,
+            r.result,
+            r.duration_ms as f64 / 1000.0,
+            r.commit.as_deref().map_or("-", short),
+            r.reason.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Running a child with its output streamed live to stderr and a log.
+//!
+//! The child's stdout and stderr share one pipe so their lines keep their
+//! order. Writing to our stderr may fail (a pusher who hung up); the deploy
+//! goes on and the log still gets every byte.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::git::describe;
+
+/// How many recent lines are kept for explaining a failure.
+const TAIL: usize = 50;
+
+/// Where streamed output goes: our stderr, and the deploy log if there is one.
+pub struct Sink {
+    log: Option<File>,
+    tail: VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl Sink {
+    pub fn new(log: Option<File>) -> Sink {
+        Sink {
+            log,
+            tail: VecDeque::new(),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Writes a chunk of output to stderr and the log.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        let _ = io::stderr().write_all(chunk);
+        if let Some(log) = &mut self.log {
+            log.write_all(chunk).context("cannot write the deploy log")?;
+        }
+        self.remember(chunk);
+        Ok(())
+    }
+
+    /// A line of Troops' own, streamed like the child's output.
+    pub fn note(&mut self, line: &str) -> Result<()> {
+        self.write(format!("{line}\n").as_bytes())
+    }
+
+    /// The last recent line that contains one of `needles`, trimmed.
+    pub fn find_line(&self, needles: &[&str]) -> Option<String> {
+        self.tail
+            .iter()
+            .rev()
+            .find(|line| needles.iter().any(|n| line.contains(n)))
+            .map(|line| line.trim().to_owned())
+    }
+
+    fn remember(&mut self, chunk: &[u8]) {
+        self.partial.extend_from_slice(chunk);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.tail.push_back(String::from_utf8_lossy(&line).into_owned());
+            if self.tail.len() > TAIL {
+                self.tail.pop_front();
+            }
+        }
+    }
+}
+
+/// Runs `cmd` with stdin closed and its output streamed into `sink`.
+pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
+    let (mut reader, writer) = io::pipe().context("cannot create a pipe")?;
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    die_with_parent(cmd);
+    if std::env::var_os("TROOPS_DEBUG").is_some() {
+        eprintln!("troops: running {}", describe(cmd));
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
+    // Our copies of the write end must be gone, or the read never ends.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sink.write(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read the output"),
+        }
+    }
+    child.wait().context("cannot wait for the child")
+}
+
+/// A deploy.py outliving a killed troops would run beside the next deploy,
+/// which no longer waits for it: have the kernel stop it (prctl(2)).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(io::Error::other("troops exited before the child started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Like `run_status`, but a failure is an error naming the command.
+pub fn run(cmd: &mut Command, sink: &mut Sink) -> Result<()> {
+    let status = run_status(cmd, sink)?;
+    if !status.success() {
+        bail!("`{}` {}", describe(cmd), explain(status));
+    }
+    Ok(())
+}
+
+/// "exited with status 3" or "was killed by signal 9 (SIGKILL)".
+pub fn explain(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    let signal = status.signal().unwrap_or(0);
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(sig) => format!("was killed by signal {signal} ({sig})"),
+        Err(_) => format!("was killed by signal {signal}"),
+    }
+}

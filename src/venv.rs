@@ -1,0 +1,236 @@
+//! Virtualenvs for deployments, keyed by what decides their contents.
+//!
+//! The key hashes requirements.txt, the interpreter (its resolved path, size
+//! and mtime, which change when Debian upgrades it) and the Troops version.
+//! A virtualenv is built in a directory of its own and then published by
+//! atomically renaming a symlink `KEY -> KEY.RANDOM` into place: a killed
+//! build leaves no `KEY` link, and the real directory never moves, so the
+//! absolute paths pip writes into scripts stay valid. Unused ones are pruned.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::error::UserError;
+use crate::paths::Node;
+use crate::stream::{self, Sink};
+
+/// How many published virtualenvs are kept, most recently used first.
+const KEEP: usize = 3;
+/// A build directory no link points to is only removed once it is this old,
+/// so a `troops roles` building without the deploy lock is left alone.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Returns a virtualenv for `requirements`, building it if needed.
+pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> Result<PathBuf> {
+    let requirements = checkout.join("requirements.txt");
+    let content = match fs::read(&requirements) {
+        Ok(content) => content,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", requirements.display())),
+    };
+    let link = node.venvs().join(key(python, &content)?);
+    if link.join("bin/python").exists() {
+        touch(&link);
+        return Ok(link);
+    }
+    sink.note("troops: building a virtualenv for requirements.txt")?;
+    let dir = build(node, python, checkout, &content, sink)?;
+    publish(&dir, &link)?;
+    Ok(link)
+}
+
+/// The cache key: a hash of everything that decides the virtualenv's contents.
+fn key(python: &Path, requirements: &[u8]) -> Result<String> {
+    let resolved = fs::canonicalize(python).map_err(|e| {
+        UserError::new(format!("cannot find the Python interpreter `{}`: {e}", python.display()))
+            .hint("install python3 and python3-venv, or set `python` in /etc/troops/troops.toml")
+    })?;
+    let meta = fs::metadata(&resolved)?;
+    let mut hash = Sha256::new();
+    hash.update(env!("CARGO_PKG_VERSION"));
+    hash.update([0]);
+    hash.update(resolved.as_os_str().as_encoded_bytes());
+    hash.update(format!("\0{}\0{}\0", meta.len(), meta.mtime()));
+    hash.update(requirements);
+    Ok(hex(&hash.finalize()[..12]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build(node: &Node, python: &Path, checkout: &Path, reqs: &[u8], sink: &mut Sink) -> Result<PathBuf> {
+    let dir = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(node.venvs())
+        .with_context(|| format!("cannot create a directory in `{}`", node.venvs().display()))?;
+    let uv = find_uv();
+    let mut create = match &uv {
+        Some(uv) => {
+            let mut cmd = Command::new(uv);
+            cmd.args(["venv", "--quiet", "--python"]).arg(python).arg("--").arg(dir.path());
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(python);
+            cmd.args(["-m", "venv", "--"]).arg(dir.path());
+            cmd
+        }
+    };
+    stream::run(&mut create, sink).map_err(|e| {
+        e.context(UserError::new("cannot create a virtualenv").hint(
+            "install python3-venv (`apt install python3-venv`) or set `python` in /etc/troops/troops.toml",
+        ))
+    })?;
+    link_troops_module(node, dir.path())?;
+    if has_requirements(reqs) {
+        install_requirements(uv.as_deref(), dir.path(), checkout, sink)?;
+    }
+    Ok(dir.keep())
+}
+
+/// Makes `import troops` work in the virtualenv without listing it.
+fn link_troops_module(node: &Node, venv: &Path) -> Result<()> {
+    let lib = venv.join("lib");
+    let site = fs::read_dir(&lib)
+        .with_context(|| format!("cannot read `{}`", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .with_context(|| format!("no site-packages below `{}`", lib.display()))?;
+    let mut line = node.python_lib().into_os_string().into_encoded_bytes();
+    line.push(b'\n');
+    fs::write(site.join("troops.pth"), line).context("cannot write troops.pth")
+}
+
+fn has_requirements(content: &[u8]) -> bool {
+    String::from_utf8_lossy(content)
+        .lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn install_requirements(uv: Option<&Path>, venv: &Path, checkout: &Path, sink: &mut Sink) -> Result<()> {
+    let python = venv.join("bin/python");
+    let mut cmd = match uv {
+        Some(uv) => {
+            let mut cmd = Command::new(uv);
+            cmd.args(["pip", "install", "--python"]).arg(&python);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(&python);
+            cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]);
+            cmd
+        }
+    };
+    // Relative paths in requirements.txt (`-e ./lib`) are relative to the checkout.
+    cmd.args(["-r", "requirements.txt"]).current_dir(checkout);
+    let output = stream::run(&mut cmd, sink);
+    output.map_err(|e| {
+        let reason = match sink.find_line(&["No matching distribution found for", "ERROR:"]) {
+            Some(line) => format!("requirements.txt could not be installed: {line}"),
+            None => "requirements.txt could not be installed".to_owned(),
+        };
+        e.context(UserError::new(reason))
+    })
+}
+
+fn find_uv() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file())
+}
+
+/// Atomically points `link` at the built directory.
+fn publish(dir: &Path, link: &Path) -> Result<()> {
+    let target = link.with_extension(
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_start_matches(".build-"))
+            .unwrap_or("built"),
+    );
+    fs::rename(dir, &target).with_context(|| format!("cannot move `{}`", dir.display()))?;
+    let tmp_link = link.with_extension("new-link");
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(target.file_name().unwrap_or_default(), &tmp_link)?;
+    fs::rename(&tmp_link, link).with_context(|| format!("cannot publish `{}`", link.display()))
+}
+
+/// Records a use, for pruning by least recent use.
+fn touch(link: &Path) {
+    let _ = fs::File::options()
+        .append(true)
+        .open(link.join("pyvenv.cfg"))
+        .and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// Removes all but the most recently used virtualenvs, and abandoned builds.
+/// Call with the deploy lock held.
+pub fn prune(node: &Node, in_use: &Path) -> Result<()> {
+    let dir = node.venvs();
+    let mut links = Vec::new();
+    let mut targets = Vec::new();
+    for entry in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        match fs::read_link(&path) {
+            Ok(target) => links.push((last_used(&path), path, dir.join(target))),
+            Err(_) => targets.push(path),
+        }
+    }
+    links.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for (i, (_, link, target)) in links.into_iter().enumerate() {
+        if i < KEEP || link == in_use {
+            kept.push(target);
+        } else {
+            fs::remove_file(&link)?;
+        }
+    }
+    for target in targets.into_iter().filter(|t| !kept.contains(t)) {
+        if age(&target) > ABANDONED_AFTER || is_published_name(&target) {
+            fs::remove_dir_all(&target)
+                .with_context(|| format!("cannot remove `{}`", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory with a `KEY.RANDOM` name was published once; unlinked, it is unused.
+fn is_published_name(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !n.starts_with('.'))
+}
+
+fn last_used(link: &Path) -> SystemTime {
+    fs::metadata(link.join("pyvenv.cfg"))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn age(path: &Path) -> Duration {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_and_blank_lines_are_no_requirements() {
+        assert!(!has_requirements(b"# nothing\n\n   \n"));
+        assert!(has_requirements(b"# x\nrequests==2.31\n"));
+    }
+}

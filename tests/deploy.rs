@@ -1,0 +1,279 @@
+//! `troops deploy` with real git repositories and real virtualenvs.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{DeployRepo, Node};
+
+const HELLO: &str = "print('hello from deploy.py')\n";
+
+#[test]
+fn deploy_runs_deploy_py_and_records_it() {
+    let node = Node::new();
+    let repo = DeployRepo::with(
+        "import os, pathlib\n\
+         print('hello from', os.getcwd())\n\
+         pathlib.Path(os.environ['TROOPS_ROOT'], 'done').write_text(os.environ['TROOPS_COMMIT'])\n",
+    );
+    let run = node.deploy(&repo).success();
+    let sha = repo.head();
+    let work = node.lib().join("work").join(&sha);
+    assert!(run.stderr.contains(&format!("hello from {}", work.display())), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("troops: deployed {}", &sha[..12])));
+    assert_eq!(fs::read_to_string(node.root().join("done")).unwrap(), sha);
+
+    let status = node.status_json();
+    assert_eq!(status["commit"], sha.as_str());
+    let record = &status["history"][0];
+    assert_eq!(record["commit"], sha.as_str());
+    assert_eq!(record["trigger"], "manual");
+    assert_eq!(record["result"], "success");
+    assert_eq!(record["user"], "root");
+    assert!(record["started_at"].as_str().unwrap().ends_with('Z'));
+    assert!(record["duration_ms"].as_u64().is_some());
+    let log = fs::read_to_string(record["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("hello from"), "log: {log}");
+
+    let table = node.troops(["status"]).success().stdout;
+    assert!(table.contains(&format!("deployed: {sha}")), "{table}");
+    assert!(table.contains("manual") && table.contains("success"), "{table}");
+}
+
+fn assert_failed(node: &Node, run: &common::Run, reason: &str) {
+    assert!(run.stderr.contains(reason), "expected `{reason}` in:\n{}", run.stderr);
+    let status = node.status_json();
+    assert_eq!(status["history"][0]["result"], "failure");
+    let recorded = status["history"][0]["reason"].as_str().unwrap();
+    assert!(recorded.contains(reason), "recorded reason: {recorded}");
+}
+
+#[test]
+fn failing_deploy_py_exits_1_and_keeps_the_last_good_commit() {
+    let node = Node::new();
+    let repo = DeployRepo::with(HELLO);
+    node.deploy(&repo).success();
+    let good = repo.head();
+    repo.commit(&[("deploy.py", "import sys\nprint('about to fail')\nsys.exit(3)\n")]);
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "deploy.py exited with status 3");
+    assert!(run.stderr.contains("about to fail"));
+    assert_eq!(node.status_json()["commit"], good.as_str());
+}
+
+#[test]
+fn exception_in_deploy_py_shows_the_traceback() {
+    let node = Node::new();
+    let repo = DeployRepo::with("def broken():\n    raise RuntimeError('disk on fire')\nbroken()\n");
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "deploy.py exited with status 1");
+    assert!(run.stderr.contains("RuntimeError: disk on fire"), "{}", run.stderr);
+    assert!(run.stderr.contains("deploy.py\", line 2"), "{}", run.stderr);
+    assert!(!run.stderr.contains("runpy.py"), "runner frames leak:\n{}", run.stderr);
+}
+
+#[test]
+fn syntax_error_fails_the_deploy() {
+    let node = Node::new();
+    let repo = DeployRepo::with("def (:\n");
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "deploy.py exited with status 1");
+    assert!(run.stderr.contains("SyntaxError"), "{}", run.stderr);
+}
+
+#[test]
+fn deploy_py_killed_by_a_signal_is_reported() {
+    let node = Node::new();
+    let repo = DeployRepo::with("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n");
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "deploy.py was killed by signal 9 (SIGKILL)");
+}
+
+#[test]
+fn missing_deploy_py_is_reported() {
+    let node = Node::new();
+    let repo = DeployRepo::new();
+    repo.commit(&[("README", "no deploy here\n")]);
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "has no deploy.py at its top");
+    assert!(run.stderr.contains("hint: add deploy.py"), "{}", run.stderr);
+}
+
+#[test]
+fn uninstallable_requirement_is_reported() {
+    let node = Node::new();
+    let repo = DeployRepo::new();
+    repo.commit(&[("deploy.py", HELLO), ("requirements.txt", "./no-such-package\n")]);
+    let run = node.deploy(&repo).failure();
+    assert_failed(&node, &run, "requirements.txt could not be installed");
+    assert!(run.stderr.contains("no-such-package"), "{}", run.stderr);
+    assert_eq!(node.venv_count(), 0, "a failed build must not be published");
+}
+
+#[test]
+fn dirty_tree_deploys_the_commit_and_says_so() {
+    let node = Node::new();
+    let repo = DeployRepo::with("print('committed version')\n");
+    repo.write("deploy.py", "print('uncommitted version')\n");
+    let run = node.deploy(&repo).success();
+    assert!(run.stderr.contains("uncommitted changes (deploy.py)"), "{}", run.stderr);
+    assert!(run.stderr.contains("committed version"));
+    assert!(!run.stderr.contains("uncommitted version"));
+}
+
+#[test]
+fn rev_deploys_an_older_commit() {
+    let node = Node::new();
+    let repo = DeployRepo::with("print('version one')\n");
+    let first = repo.head();
+    repo.commit(&[("deploy.py", "print('version two')\n")]);
+    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev", "HEAD~1"]).success();
+    assert!(run.stderr.contains("version one"), "{}", run.stderr);
+    assert_eq!(node.status_json()["commit"], first.as_str());
+
+    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev", "nosuch"]).failure();
+    assert!(run.stderr.contains("has no revision `nosuch`"), "{}", run.stderr);
+    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev=--all"]).failure();
+    assert!(run.stderr.contains("looks like an option"), "{}", run.stderr);
+}
+
+#[test]
+fn virtualenv_is_reused_until_requirements_change() {
+    let node = Node::new();
+    let repo = DeployRepo::with(HELLO);
+    let first = node.deploy(&repo).success();
+    assert!(first.stderr.contains("building a virtualenv"));
+    assert_eq!(node.venv_count(), 1);
+
+    repo.commit(&[("deploy.py", "print('new code, same requirements')\n")]);
+    let second = node.deploy(&repo).success();
+    assert!(!second.stderr.contains("building a virtualenv"), "{}", second.stderr);
+    assert_eq!(node.venv_count(), 1);
+
+    repo.commit(&[("requirements.txt", "# now pinned differently\n")]);
+    let third = node.deploy(&repo).success();
+    assert!(third.stderr.contains("building a virtualenv"));
+    assert_eq!(node.venv_count(), 2);
+}
+
+#[test]
+fn troops_module_is_importable_without_being_listed() {
+    let node = Node::new();
+    let repo = DeployRepo::with("import troops, sys\nprint('prefix', sys.prefix)\nprint('host', troops.hostname())\n");
+    let run = node.deploy(&repo).success();
+    assert!(run.stderr.contains("host shellbox-1.example.com"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("prefix {}", node.lib().join("cache/venvs").display())));
+}
+
+#[test]
+fn not_a_repository_and_empty_repository_are_user_errors() {
+    let node = Node::new();
+    let plain = tempfile::tempdir().unwrap();
+    let run = node.troops(["deploy", "--repository", plain.path().to_str().unwrap()]).failure();
+    assert!(run.stderr.contains("is not a git repository"), "{}", run.stderr);
+
+    let empty = DeployRepo::new();
+    let run = node.troops(["deploy", "--repository", &empty.path_str()]).failure();
+    assert!(run.stderr.contains("has no HEAD"), "{}", run.stderr);
+
+    let run = node.troops(["deploy"]).failure();
+    assert!(run.stderr.contains("hint: run `troops init` first"), "{}", run.stderr);
+}
+
+/// deploy.py that appends its start and end times to a shared file.
+fn slow_deploy(stamp_file: &std::path::Path, seconds: f64) -> String {
+    format!(
+        "import time\n\
+         with open({path:?}, 'a') as f: f.write(f'start {{time.time()}}\\n')\n\
+         print('working', flush=True)\n\
+         time.sleep({seconds})\n\
+         with open({path:?}, 'a') as f: f.write(f'end {{time.time()}}\\n')\n",
+        path = stamp_file.to_str().unwrap()
+    )
+}
+
+#[test]
+fn concurrent_deploys_are_serialised() {
+    let node = Node::new();
+    let stamps = node.root().join("stamps");
+    let repo = DeployRepo::with(&slow_deploy(&stamps, 1.0));
+    node.deploy(&repo).success(); // builds the virtualenv
+    fs::remove_file(&stamps).unwrap();
+
+    let mut first = node.command(["deploy", "--repository", &repo.path_str()]);
+    let first = first.stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_line(first.stderr.unwrap(), "working");
+    let busy = node.troops(["deploy", "--no-wait", "--repository", &repo.path_str()]).failure();
+    assert!(busy.stderr.contains("another deploy is in progress"), "{}", busy.stderr);
+    let second = node.deploy(&repo).success();
+    assert!(second.stderr.contains("waiting for the deploy in progress"), "{}", second.stderr);
+
+    let text = fs::read_to_string(&stamps).unwrap();
+    let events: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(events, ["start", "end", "start", "end"], "deploys overlapped:\n{text}");
+}
+
+/// Reads `stderr` until a line contains `needle`, then keeps draining it.
+fn wait_for_line(stderr: impl std::io::Read + Send + 'static, needle: &str) {
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        assert!(Instant::now() < deadline, "timed out waiting for {needle}");
+        if line.unwrap().contains(needle) {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+#[test]
+fn sigkill_mid_deploy_then_a_clean_redeploy() {
+    let node = Node::new();
+    let stamps = node.root().join("stamps");
+    let repo = DeployRepo::with(&slow_deploy(&stamps, 30.0));
+
+    // Killed while building the virtualenv.
+    let mut child = node
+        .command(["deploy", "--repository", &repo.path_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(child.stderr.take().unwrap(), "building a virtualenv");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Killed while deploy.py runs.
+    let mut child = node
+        .command(["deploy", "--repository", &repo.path_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(child.stderr.take().unwrap(), "working");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let status = node.status_json();
+    for record in status["history"].as_array().unwrap() {
+        assert_eq!(record["result"], "failure");
+        assert!(record["reason"].as_str().unwrap().starts_with("interrupted"));
+    }
+    assert!(status["commit"].is_null());
+
+    let fixed = repo.commit(&[("deploy.py", HELLO)]);
+    node.troops(["deploy", "--no-wait", "--repository", &repo.path_str()]).success();
+    assert_eq!(node.status_json()["commit"], fixed.as_str());
+    let leftovers: Vec<_> = ["cache/venvs", "work"]
+        .iter()
+        .flat_map(|d| fs::read_dir(node.lib().join(d)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "half-made leftovers: {leftovers:?}");
+    // deploy.py of the killed deploy died with troops instead of running on.
+    std::thread::sleep(Duration::from_millis(300));
+    let text = fs::read_to_string(&stamps).unwrap();
+    assert!(!text.contains("end"), "killed deploy kept running:\n{text}");
+}
