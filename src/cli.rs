@@ -16,7 +16,13 @@ use crate::{deploy, init, roles, status};
 #[command(name = "troops", version, propagate_version = true)]
 pub struct Cli {
     /// Put every Troops path under DIR (DIR/var/lib/troops, DIR/etc/troops)
-    #[arg(long, global = true, env = "TROOPS_ROOT", default_value = "/", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "TROOPS_ROOT",
+        default_value = "/",
+        value_name = "DIR"
+    )]
     pub root: PathBuf,
 
     #[command(subcommand)]

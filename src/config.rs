@@ -38,10 +38,17 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
         };
         let config: Config = toml::from_str(&text).map_err(|e| {
-            UserError::new(format!("invalid node configuration `{}`: {e}", path.display()))
-                .hint("fix the file; `man troops` lists its keys")
+            UserError::new(format!(
+                "invalid node configuration `{}`: {e}",
+                path.display()
+            ))
+            .hint("fix the file; `man troops` lists its keys")
         })?;
-        if let Some(role) = config.roles.iter().find(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+        if let Some(role) = config
+            .roles
+            .iter()
+            .find(|r| r.is_empty() || r.contains(char::is_whitespace))
+        {
             return Err(UserError::new(format!(
                 "invalid role `{role}` in `{}`: a role is a non-empty name without spaces",
                 path.display()
@@ -97,7 +104,9 @@ mod tests {
         for ok in ["master", "main", "release/2026", "env-prod"] {
             assert!(validate_branch(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-f", "a..b", "a b", "x.lock", "/x", "x/", "a:b", "a@{1}"] {
+        for bad in [
+            "", "-f", "a..b", "a b", "x.lock", "/x", "x/", "a:b", "a@{1}",
+        ] {
             assert!(validate_branch(bad).is_err(), "{bad}");
         }
     }

@@ -50,7 +50,11 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     let config = Config::load(node)?;
     init::ensure_state(node)?;
     let repo = source_repo(node, args.repository.as_deref())?;
-    let wait = if args.no_wait { Wait::Fail } else { Wait::Block };
+    let wait = if args.no_wait {
+        Wait::Fail
+    } else {
+        Wait::Block
+    };
     let user = invoking_user();
     let _lock = DeployLock::acquire(node, wait, &format!("manual deploy by {user}"))?;
     let commit = resolve(&repo, &config, args.rev.as_deref())?;
@@ -76,9 +80,11 @@ pub fn source_repo(node: &Node, repository: Option<&Path>) -> Result<Repo> {
     };
     let repo = Repo::work_tree(dir);
     if repo.run(["rev-parse", "--git-dir"]).is_err() {
-        return Err(UserError::new(format!("`{}` is not a git repository", dir.display()))
-            .hint("run `git init` there and commit deploy.py and requirements.txt")
-            .into());
+        return Err(
+            UserError::new(format!("`{}` is not a git repository", dir.display()))
+                .hint("run `git init` there and commit deploy.py and requirements.txt")
+                .into(),
+        );
     }
     Ok(repo)
 }
@@ -87,7 +93,9 @@ pub fn source_repo(node: &Node, repository: Option<&Path>) -> Result<Repo> {
 pub fn resolve(repo: &Repo, config: &Config, rev: Option<&str>) -> Result<String> {
     let (rev, what) = match rev {
         Some(rev) if rev.starts_with('-') => {
-            return Err(user_error!("`{rev}` is not a revision (it looks like an option)"));
+            return Err(user_error!(
+                "`{rev}` is not a revision (it looks like an option)"
+            ));
         }
         Some(rev) => (rev.to_owned(), format!("revision `{rev}`")),
         None if repo.is_bare() => (
@@ -175,7 +183,13 @@ pub fn deploy_commit(
 }
 
 /// The part of a deploy that can fail because of the deployment.
-fn attempt(node: &Node, config: &Config, repo: &Repo, env: &DeployEnv, sink: &mut Sink) -> Result<()> {
+fn attempt(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    env: &DeployEnv,
+    sink: &mut Sink,
+) -> Result<()> {
     let checkout = checkout(node, repo, env.commit)?;
     require_deploy_py(&checkout, env.commit)?;
     python::install_module(node)?;
@@ -193,9 +207,12 @@ pub fn require_deploy_py(checkout: &Path, commit: &str) -> Result<()> {
     if checkout.join("deploy.py").is_file() {
         return Ok(());
     }
-    Err(UserError::new(format!("commit {} has no deploy.py at its top", short(commit)))
-        .hint("add deploy.py to the top directory of the deployment repository and commit it")
-        .into())
+    Err(UserError::new(format!(
+        "commit {} has no deploy.py at its top",
+        short(commit)
+    ))
+    .hint("add deploy.py to the top directory of the deployment repository and commit it")
+    .into())
 }
 
 /// A fresh export of `commit` at `work/SHA`, replacing any earlier one.
@@ -221,7 +238,8 @@ fn prune_work(node: &Node, keep: &Path) -> Result<()> {
         let stale_export = name.to_string_lossy().starts_with(".new-");
         let old_tree = !name.to_string_lossy().starts_with('.') && path != keep;
         if stale_export || old_tree {
-            fs::remove_dir_all(&path).with_context(|| format!("cannot remove `{}`", path.display()))?;
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove `{}`", path.display()))?;
         }
     }
     Ok(())

@@ -68,7 +68,10 @@ impl Entry {
     pub fn start(node: &Node, trigger: Trigger, user: &str) -> Result<Entry> {
         close_interrupted(node)?;
         let started = SystemTime::now();
-        let millis = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let millis = started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         let id = format!("{millis:013}-{}", std::process::id());
         let log_path = node.logs_dir().join(format!("{id}.log"));
         let log = fs::File::create(&log_path)

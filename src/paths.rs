@@ -104,6 +104,9 @@ mod tests {
         ] {
             assert!(p.starts_with("/tmp/n1"), "{} escapes the root", p.display());
         }
-        assert_eq!(node.repo(), Path::new("/tmp/n1/var/lib/troops/repo/main.git"));
+        assert_eq!(
+            node.repo(),
+            Path::new("/tmp/n1/var/lib/troops/repo/main.git")
+        );
     }
 }

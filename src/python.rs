@@ -14,8 +14,14 @@ use anyhow::{Context, Result};
 use crate::paths::Node;
 
 const MODULE: &[(&str, &str)] = &[
-    ("troops/__init__.py", include_str!("../python/troops/troops/__init__.py")),
-    ("troops/__main__.py", include_str!("../python/troops/troops/__main__.py")),
+    (
+        "troops/__init__.py",
+        include_str!("../python/troops/troops/__init__.py"),
+    ),
+    (
+        "troops/__main__.py",
+        include_str!("../python/troops/troops/__main__.py"),
+    ),
     ("troops/py.typed", ""),
 ];
 
@@ -58,10 +64,15 @@ where
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.args(["-u", "-m", "troops"]).args(args).current_dir(checkout);
+    cmd.args(["-u", "-m", "troops"])
+        .args(args)
+        .current_dir(checkout);
     for (name, _) in std::env::vars_os() {
         let name_str = name.to_string_lossy();
-        if name_str.starts_with("GIT_") || name_str.starts_with("PYTHON") || name_str == "VIRTUAL_ENV" {
+        if name_str.starts_with("GIT_")
+            || name_str.starts_with("PYTHON")
+            || name_str == "VIRTUAL_ENV"
+        {
             cmd.env_remove(&name);
         }
     }

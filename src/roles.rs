@@ -99,7 +99,12 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
         commit: &commit,
         trigger: "inspect",
     };
-    let mut cmd = python::command(&venv, checkout.path(), &env, ["inspect".as_ref(), report.as_os_str()]);
+    let mut cmd = python::command(
+        &venv,
+        checkout.path(),
+        &env,
+        ["inspect".as_ref(), report.as_os_str()],
+    );
     cmd.arg("deploy.py").env("PYDEBIANADMIN_DRY_RUN", "1");
     let status = stream::run_status(&mut cmd, &mut sink)?;
     if !status.success() {

@@ -37,7 +37,8 @@ impl Sink {
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
         let _ = io::stderr().write_all(chunk);
         if let Some(log) = &mut self.log {
-            log.write_all(chunk).context("cannot write the deploy log")?;
+            log.write_all(chunk)
+                .context("cannot write the deploy log")?;
         }
         self.remember(chunk);
         Ok(())
@@ -61,7 +62,8 @@ impl Sink {
         self.partial.extend_from_slice(chunk);
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
-            self.tail.push_back(String::from_utf8_lossy(&line).into_owned());
+            self.tail
+                .push_back(String::from_utf8_lossy(&line).into_owned());
             if self.tail.len() > TAIL {
                 self.tail.pop_front();
             }

@@ -32,7 +32,9 @@ pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> R
     let content = match fs::read(&requirements) {
         Ok(content) => content,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", requirements.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read `{}`", requirements.display()));
+        }
     };
     let link = node.venvs().join(key(python, &content)?);
     if link.join("bin/python").exists() {
@@ -48,8 +50,11 @@ pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> R
 /// The cache key: a hash of everything that decides the virtualenv's contents.
 fn key(python: &Path, requirements: &[u8]) -> Result<String> {
     let resolved = fs::canonicalize(python).map_err(|e| {
-        UserError::new(format!("cannot find the Python interpreter `{}`: {e}", python.display()))
-            .hint("install python3 and python3-venv, or set `python` in /etc/troops/troops.toml")
+        UserError::new(format!(
+            "cannot find the Python interpreter `{}`: {e}",
+            python.display()
+        ))
+        .hint("install python3 and python3-venv, or set `python` in /etc/troops/troops.toml")
     })?;
     let meta = fs::metadata(&resolved)?;
     let mut hash = Sha256::new();
@@ -65,7 +70,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn build(node: &Node, python: &Path, checkout: &Path, reqs: &[u8], sink: &mut Sink) -> Result<PathBuf> {
+fn build(
+    node: &Node,
+    python: &Path,
+    checkout: &Path,
+    reqs: &[u8],
+    sink: &mut Sink,
+) -> Result<PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix(".build-")
         .tempdir_in(node.venvs())
@@ -74,7 +85,10 @@ fn build(node: &Node, python: &Path, checkout: &Path, reqs: &[u8], sink: &mut Si
     let mut create = match &uv {
         Some(uv) => {
             let mut cmd = Command::new(uv);
-            cmd.args(["venv", "--quiet", "--python"]).arg(python).arg("--").arg(dir.path());
+            cmd.args(["venv", "--quiet", "--python"])
+                .arg(python)
+                .arg("--")
+                .arg(dir.path());
             cmd
         }
         None => {
@@ -116,7 +130,12 @@ fn has_requirements(content: &[u8]) -> bool {
         .any(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
-fn install_requirements(uv: Option<&Path>, venv: &Path, checkout: &Path, sink: &mut Sink) -> Result<()> {
+fn install_requirements(
+    uv: Option<&Path>,
+    venv: &Path,
+    checkout: &Path,
+    sink: &mut Sink,
+) -> Result<()> {
     let python = venv.join("bin/python");
     let mut cmd = match uv {
         Some(uv) => {
@@ -126,7 +145,13 @@ fn install_requirements(uv: Option<&Path>, venv: &Path, checkout: &Path, sink: &
         }
         None => {
             let mut cmd = Command::new(&python);
-            cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]);
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ]);
             cmd
         }
     };
@@ -185,7 +210,7 @@ pub fn prune(node: &Node, in_use: &Path) -> Result<()> {
             Err(_) => targets.push(path),
         }
     }
-    links.sort_by(|a, b| b.0.cmp(&a.0));
+    links.sort_by_key(|l| std::cmp::Reverse(l.0));
     let mut kept: Vec<PathBuf> = Vec::new();
     for (i, (_, link, target)) in links.into_iter().enumerate() {
         if i < KEEP || link == in_use {

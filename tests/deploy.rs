@@ -22,8 +22,16 @@ fn deploy_runs_deploy_py_and_records_it() {
     let run = node.deploy(&repo).success();
     let sha = repo.head();
     let work = node.lib().join("work").join(&sha);
-    assert!(run.stderr.contains(&format!("hello from {}", work.display())), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("troops: deployed {}", &sha[..12])));
+    assert!(
+        run.stderr
+            .contains(&format!("hello from {}", work.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("troops: deployed {}", &sha[..12]))
+    );
     assert_eq!(fs::read_to_string(node.root().join("done")).unwrap(), sha);
 
     let status = node.status_json();
@@ -40,11 +48,18 @@ fn deploy_runs_deploy_py_and_records_it() {
 
     let table = node.troops(["status"]).success().stdout;
     assert!(table.contains(&format!("deployed: {sha}")), "{table}");
-    assert!(table.contains("manual") && table.contains("success"), "{table}");
+    assert!(
+        table.contains("manual") && table.contains("success"),
+        "{table}"
+    );
 }
 
 fn assert_failed(node: &Node, run: &common::Run, reason: &str) {
-    assert!(run.stderr.contains(reason), "expected `{reason}` in:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(reason),
+        "expected `{reason}` in:\n{}",
+        run.stderr
+    );
     let status = node.status_json();
     assert_eq!(status["history"][0]["result"], "failure");
     let recorded = status["history"][0]["reason"].as_str().unwrap();
@@ -57,7 +72,10 @@ fn failing_deploy_py_exits_1_and_keeps_the_last_good_commit() {
     let repo = DeployRepo::with(HELLO);
     node.deploy(&repo).success();
     let good = repo.head();
-    repo.commit(&[("deploy.py", "import sys\nprint('about to fail')\nsys.exit(3)\n")]);
+    repo.commit(&[(
+        "deploy.py",
+        "import sys\nprint('about to fail')\nsys.exit(3)\n",
+    )]);
     let run = node.deploy(&repo).failure();
     assert_failed(&node, &run, "deploy.py exited with status 3");
     assert!(run.stderr.contains("about to fail"));
@@ -67,12 +85,21 @@ fn failing_deploy_py_exits_1_and_keeps_the_last_good_commit() {
 #[test]
 fn exception_in_deploy_py_shows_the_traceback() {
     let node = Node::new();
-    let repo = DeployRepo::with("def broken():\n    raise RuntimeError('disk on fire')\nbroken()\n");
+    let repo =
+        DeployRepo::with("def broken():\n    raise RuntimeError('disk on fire')\nbroken()\n");
     let run = node.deploy(&repo).failure();
     assert_failed(&node, &run, "deploy.py exited with status 1");
-    assert!(run.stderr.contains("RuntimeError: disk on fire"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("RuntimeError: disk on fire"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("deploy.py\", line 2"), "{}", run.stderr);
-    assert!(!run.stderr.contains("runpy.py"), "runner frames leak:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("runpy.py"),
+        "runner frames leak:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -106,7 +133,10 @@ fn missing_deploy_py_is_reported() {
 fn uninstallable_requirement_is_reported() {
     let node = Node::new();
     let repo = DeployRepo::new();
-    repo.commit(&[("deploy.py", HELLO), ("requirements.txt", "./no-such-package\n")]);
+    repo.commit(&[
+        ("deploy.py", HELLO),
+        ("requirements.txt", "./no-such-package\n"),
+    ]);
     let run = node.deploy(&repo).failure();
     assert_failed(&node, &run, "requirements.txt could not be installed");
     assert!(run.stderr.contains("no-such-package"), "{}", run.stderr);
@@ -119,7 +149,11 @@ fn dirty_tree_deploys_the_commit_and_says_so() {
     let repo = DeployRepo::with("print('committed version')\n");
     repo.write("deploy.py", "print('uncommitted version')\n");
     let run = node.deploy(&repo).success();
-    assert!(run.stderr.contains("uncommitted changes (deploy.py)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("uncommitted changes (deploy.py)"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("committed version"));
     assert!(!run.stderr.contains("uncommitted version"));
 }
@@ -130,14 +164,40 @@ fn rev_deploys_an_older_commit() {
     let repo = DeployRepo::with("print('version one')\n");
     let first = repo.head();
     repo.commit(&[("deploy.py", "print('version two')\n")]);
-    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev", "HEAD~1"]).success();
+    let run = node
+        .troops([
+            "deploy",
+            "--repository",
+            &repo.path_str(),
+            "--rev",
+            "HEAD~1",
+        ])
+        .success();
     assert!(run.stderr.contains("version one"), "{}", run.stderr);
     assert_eq!(node.status_json()["commit"], first.as_str());
 
-    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev", "nosuch"]).failure();
-    assert!(run.stderr.contains("has no revision `nosuch`"), "{}", run.stderr);
-    let run = node.troops(["deploy", "--repository", &repo.path_str(), "--rev=--all"]).failure();
-    assert!(run.stderr.contains("looks like an option"), "{}", run.stderr);
+    let run = node
+        .troops([
+            "deploy",
+            "--repository",
+            &repo.path_str(),
+            "--rev",
+            "nosuch",
+        ])
+        .failure();
+    assert!(
+        run.stderr.contains("has no revision `nosuch`"),
+        "{}",
+        run.stderr
+    );
+    let run = node
+        .troops(["deploy", "--repository", &repo.path_str(), "--rev=--all"])
+        .failure();
+    assert!(
+        run.stderr.contains("looks like an option"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -150,7 +210,11 @@ fn virtualenv_is_reused_until_requirements_change() {
 
     repo.commit(&[("deploy.py", "print('new code, same requirements')\n")]);
     let second = node.deploy(&repo).success();
-    assert!(!second.stderr.contains("building a virtualenv"), "{}", second.stderr);
+    assert!(
+        !second.stderr.contains("building a virtualenv"),
+        "{}",
+        second.stderr
+    );
     assert_eq!(node.venv_count(), 1);
 
     repo.commit(&[("requirements.txt", "# now pinned differently\n")]);
@@ -162,25 +226,46 @@ fn virtualenv_is_reused_until_requirements_change() {
 #[test]
 fn troops_module_is_importable_without_being_listed() {
     let node = Node::new();
-    let repo = DeployRepo::with("import troops, sys\nprint('prefix', sys.prefix)\nprint('host', troops.hostname())\n");
+    let repo = DeployRepo::with(
+        "import troops, sys\nprint('prefix', sys.prefix)\nprint('host', troops.hostname())\n",
+    );
     let run = node.deploy(&repo).success();
-    assert!(run.stderr.contains("host shellbox-1.example.com"), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("prefix {}", node.lib().join("cache/venvs").display())));
+    assert!(
+        run.stderr.contains("host shellbox-1.example.com"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&format!(
+        "prefix {}",
+        node.lib().join("cache/venvs").display()
+    )));
 }
 
 #[test]
 fn not_a_repository_and_empty_repository_are_user_errors() {
     let node = Node::new();
     let plain = tempfile::tempdir().unwrap();
-    let run = node.troops(["deploy", "--repository", plain.path().to_str().unwrap()]).failure();
-    assert!(run.stderr.contains("is not a git repository"), "{}", run.stderr);
+    let run = node
+        .troops(["deploy", "--repository", plain.path().to_str().unwrap()])
+        .failure();
+    assert!(
+        run.stderr.contains("is not a git repository"),
+        "{}",
+        run.stderr
+    );
 
     let empty = DeployRepo::new();
-    let run = node.troops(["deploy", "--repository", &empty.path_str()]).failure();
+    let run = node
+        .troops(["deploy", "--repository", &empty.path_str()])
+        .failure();
     assert!(run.stderr.contains("has no HEAD"), "{}", run.stderr);
 
     let run = node.troops(["deploy"]).failure();
-    assert!(run.stderr.contains("hint: run `troops init` first"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hint: run `troops init` first"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// deploy.py that appends its start and end times to a shared file.
@@ -203,17 +288,35 @@ fn concurrent_deploys_are_serialised() {
     node.deploy(&repo).success(); // builds the virtualenv
     fs::remove_file(&stamps).unwrap();
 
-    let mut first = node.command(["deploy", "--repository", &repo.path_str()]);
-    let first = first.stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_line(first.stderr.unwrap(), "working");
-    let busy = node.troops(["deploy", "--no-wait", "--repository", &repo.path_str()]).failure();
-    assert!(busy.stderr.contains("another deploy is in progress"), "{}", busy.stderr);
+    let mut first = node
+        .command(["deploy", "--repository", &repo.path_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(first.stderr.take().unwrap(), "working");
+    let busy = node
+        .troops(["deploy", "--no-wait", "--repository", &repo.path_str()])
+        .failure();
+    assert!(
+        busy.stderr.contains("another deploy is in progress"),
+        "{}",
+        busy.stderr
+    );
     let second = node.deploy(&repo).success();
-    assert!(second.stderr.contains("waiting for the deploy in progress"), "{}", second.stderr);
+    assert!(first.wait().unwrap().success());
+    assert!(
+        second.stderr.contains("waiting for the deploy in progress"),
+        "{}",
+        second.stderr
+    );
 
     let text = fs::read_to_string(&stamps).unwrap();
     let events: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(events, ["start", "end", "start", "end"], "deploys overlapped:\n{text}");
+    assert_eq!(
+        events,
+        ["start", "end", "start", "end"],
+        "deploys overlapped:\n{text}"
+    );
 }
 
 /// Reads `stderr` until a line contains `needle`, then keeps draining it.
@@ -258,12 +361,18 @@ fn sigkill_mid_deploy_then_a_clean_redeploy() {
     let status = node.status_json();
     for record in status["history"].as_array().unwrap() {
         assert_eq!(record["result"], "failure");
-        assert!(record["reason"].as_str().unwrap().starts_with("interrupted"));
+        assert!(
+            record["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("interrupted")
+        );
     }
     assert!(status["commit"].is_null());
 
     let fixed = repo.commit(&[("deploy.py", HELLO)]);
-    node.troops(["deploy", "--no-wait", "--repository", &repo.path_str()]).success();
+    node.troops(["deploy", "--no-wait", "--repository", &repo.path_str()])
+        .success();
     assert_eq!(node.status_json()["commit"], fixed.as_str());
     let leftovers: Vec<_> = ["cache/venvs", "work"]
         .iter()

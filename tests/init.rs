@@ -27,13 +27,24 @@ fn init_creates_the_layout_and_is_idempotent() {
     let config = fs::read_to_string(repo.join("config")).unwrap();
     assert!(config.contains("sharedrepository = 0660"), "{config}");
     assert!(config.contains("denyNonFastForwards = false"), "{config}");
-    assert_eq!(fs::read_to_string(repo.join("HEAD")).unwrap(), "ref: refs/heads/master\n");
-    assert_eq!(mode(&repo.join("refs")) & 0o2070, 0o2070, "repository not group-shared");
+    assert_eq!(
+        fs::read_to_string(repo.join("HEAD")).unwrap(),
+        "ref: refs/heads/master\n"
+    );
+    assert_eq!(
+        mode(&repo.join("refs")) & 0o2070,
+        0o2070,
+        "repository not group-shared"
+    );
 
     let key = lib.join("ssh/id_ed25519");
     assert_eq!(mode(&lib.join("ssh")), 0o700);
     assert_eq!(mode(&key), 0o600);
-    assert!(fs::read_to_string(key.with_extension("pub")).unwrap().starts_with("ssh-ed25519 "));
+    assert!(
+        fs::read_to_string(key.with_extension("pub"))
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
     assert_eq!(fs::metadata(&key).unwrap().uid(), 0);
     assert_eq!(mode(&lib), 0o750);
     assert_eq!(mode(&lib.join("state")), 0o750);
@@ -41,7 +52,11 @@ fn init_creates_the_layout_and_is_idempotent() {
     let pub_before = fs::read(key.with_extension("pub")).unwrap();
     fs::set_permissions(lib.join("state"), fs::Permissions::from_mode(0o777)).unwrap();
     node.troops(["init"]).success();
-    assert_eq!(fs::read(key.with_extension("pub")).unwrap(), pub_before, "key replaced");
+    assert_eq!(
+        fs::read(key.with_extension("pub")).unwrap(),
+        pub_before,
+        "key replaced"
+    );
     assert_eq!(mode(&lib.join("state")), 0o750, "mode not repaired");
 }
 

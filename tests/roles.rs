@@ -36,7 +36,9 @@ fn roles_come_from_deploy_py_and_node_configuration() {
     let node = Node::new();
     node.write_config("roles = [\"monitored\"]\n");
     let repo = DeployRepo::with(DEPLOY);
-    let run = node.troops(["roles", "--repository", &repo.path_str()]).success();
+    let run = node
+        .troops(["roles", "--repository", &repo.path_str()])
+        .success();
     assert_eq!(run.stdout, "greeter\nmonitored\nweb\n");
 }
 
@@ -44,10 +46,18 @@ fn roles_come_from_deploy_py_and_node_configuration() {
 fn roles_and_hosts_run_no_deployable_and_record_nothing() {
     let node = Node::new();
     let repo = DeployRepo::with(DEPLOY);
-    node.troops(["roles", "--repository", &repo.path_str()]).success();
-    let run = node.troops(["hosts", "web", "--repository", &repo.path_str()]).success();
-    assert_eq!(run.stdout, "shellbox-1.example.com\nshellbox-2.example.com\n");
-    let run = node.troops(["hosts", "nosuchrole", "--repository", &repo.path_str()]).success();
+    node.troops(["roles", "--repository", &repo.path_str()])
+        .success();
+    let run = node
+        .troops(["hosts", "web", "--repository", &repo.path_str()])
+        .success();
+    assert_eq!(
+        run.stdout,
+        "shellbox-1.example.com\nshellbox-2.example.com\n"
+    );
+    let run = node
+        .troops(["hosts", "nosuchrole", "--repository", &repo.path_str()])
+        .success();
     assert_eq!(run.stdout, "");
     for marker in ["web-ran", "db-ran", "everywhere-ran"] {
         assert!(!node.root().join(marker).exists(), "{marker} ran");
@@ -63,8 +73,17 @@ fn only_matching_deployables_run() {
     assert!(node.root().join("web-ran").exists());
     assert!(node.root().join("everywhere-ran").exists());
     assert!(!node.root().join("db-ran").exists());
-    assert!(run.stderr.contains("troops: skipping db (needs a role of: db)"), "{}", run.stderr);
-    assert!(run.stderr.contains("roles: ['greeter', 'web']"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("troops: skipping db (needs a role of: db)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("roles: ['greeter', 'web']"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -72,7 +91,9 @@ fn hostname_decides_defined_roles() {
     let mut node = Node::new();
     node.hostname = "DB-1.example.com.".to_owned();
     let repo = DeployRepo::with(DEPLOY);
-    let run = node.troops(["roles", "--repository", &repo.path_str()]).success();
+    let run = node
+        .troops(["roles", "--repository", &repo.path_str()])
+        .success();
     assert_eq!(run.stdout, "db\ngreeter\n");
 }
 
@@ -81,21 +102,39 @@ fn roles_of_the_node_repository_and_bad_configuration() {
     let node = Node::new();
     node.troops(["init"]).success();
     let run = node.troops(["roles"]).failure();
-    assert!(run.stderr.contains("has no branch `master`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has no branch `master`"),
+        "{}",
+        run.stderr
+    );
 
     node.write_config("roles = [\"two words\"]\n");
     let run = node.troops(["roles"]).failure();
-    assert!(run.stderr.contains("invalid role `two words`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid role `two words`"),
+        "{}",
+        run.stderr
+    );
     node.write_config("rolez = []\n");
     let run = node.troops(["roles"]).failure();
-    assert!(run.stderr.contains("unknown field `rolez`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown field `rolez`"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn a_failing_deploy_py_fails_roles() {
     let node = Node::new();
     let repo = DeployRepo::with("raise SystemExit('no roles today')\n");
-    let run = node.troops(["roles", "--repository", &repo.path_str()]).failure();
+    let run = node
+        .troops(["roles", "--repository", &repo.path_str()])
+        .failure();
     assert!(run.stderr.contains("no roles today"), "{}", run.stderr);
-    assert!(run.stderr.contains("while its roles were being read"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("while its roles were being read"),
+        "{}",
+        run.stderr
+    );
 }

@@ -38,7 +38,12 @@ impl Run {
 
     #[track_caller]
     pub fn failure(self) -> Run {
-        assert_eq!(self.code, Some(1), "expected exit 1, stderr:\n{}", self.stderr);
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit 1, stderr:\n{}",
+            self.stderr
+        );
         self
     }
 }
@@ -111,7 +116,12 @@ impl Node {
 
     /// `troops deploy --repository DIR`.
     pub fn deploy(&self, repo: &DeployRepo) -> Run {
-        self.troops(["deploy", "--repository"].map(String::from).into_iter().chain([repo.path_str()]))
+        self.troops(
+            ["deploy", "--repository"]
+                .map(String::from)
+                .into_iter()
+                .chain([repo.path_str()]),
+        )
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -170,7 +180,11 @@ impl DeployRepo {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
