@@ -2,8 +2,9 @@
 //!
 //! Both read deploy.py through `python -m troops inspect`, which runs the
 //! file's top level but no deployable, with pydebianadmin in dry-run mode,
-//! and records no deploy. They take no deploy lock. A caller who cannot write
-//! the node's caches (an admin's own machine) gets a per-user cache instead.
+//! and records no deploy. They hold the deploy lock only while they find or
+//! build a virtualenv. A caller who cannot write the node's caches (an admin's
+//! own machine) gets a per-user cache instead.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::deploy::{require_deploy_py, resolve, source_repo};
+use crate::lock::{DeployLock, Wait};
 use crate::paths::Node;
 use crate::python::{self, DeployEnv};
 use crate::stream::{self, Sink};
@@ -85,14 +87,17 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
     let commit = resolve(&repo, &config, source.rev.as_deref())?;
     let cache = cache_node(node)?;
     let checkout = tempfile::Builder::new()
-        .prefix(".inspect-")
-        .tempdir_in(cache.work())
+        .prefix("troops-inspect-")
+        .tempdir()
         .context("cannot create a directory for the checkout")?;
     repo.export(&commit, checkout.path())?;
     require_deploy_py(checkout.path(), &commit)?;
     python::install_module(&cache)?;
     let mut sink = Sink::new(None);
-    let venv = venv::ensure(&cache, &config.python(), checkout.path(), &mut sink)?;
+    let venv = {
+        let _lock = DeployLock::acquire(&cache, Wait::Block, "troops roles building a virtualenv")?;
+        venv::ensure(&cache, &config.python(), checkout.path(), &mut sink)?
+    };
     let report = checkout.path().join(".troops-report.json");
     let env = DeployEnv {
         node,

@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -22,11 +22,9 @@ use crate::stream::{self, Sink};
 
 /// How many published virtualenvs are kept, most recently used first.
 const KEEP: usize = 3;
-/// A build directory no link points to is only removed once it is this old,
-/// so a `troops roles` building without the deploy lock is left alone.
-const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 /// Returns a virtualenv for `requirements`, building it if needed.
+/// Call with the deploy lock held: `prune` removes unpublished builds.
 pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> Result<PathBuf> {
     let requirements = checkout.join("requirements.txt");
     let content = match fs::read(&requirements) {
@@ -219,34 +217,19 @@ pub fn prune(node: &Node, in_use: &Path) -> Result<()> {
             fs::remove_file(&link)?;
         }
     }
+    // Unlinked directories are builds a killed deploy left, or virtualenvs
+    // whose link was pruned: nothing uses them.
     for target in targets.into_iter().filter(|t| !kept.contains(t)) {
-        if age(&target) > ABANDONED_AFTER || is_published_name(&target) {
-            fs::remove_dir_all(&target)
-                .with_context(|| format!("cannot remove `{}`", target.display()))?;
-        }
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("cannot remove `{}`", target.display()))?;
     }
     Ok(())
-}
-
-/// A directory with a `KEY.RANDOM` name was published once; unlinked, it is unused.
-fn is_published_name(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| !n.starts_with('.'))
 }
 
 fn last_used(link: &Path) -> SystemTime {
     fs::metadata(link.join("pyvenv.cfg"))
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-fn age(path: &Path) -> Duration {
-    fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

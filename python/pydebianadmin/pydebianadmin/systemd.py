@@ -26,8 +26,9 @@ def unit(name: str, enabled: bool | None = None, running: bool | None = None, re
 
     restart=True restarts a running unit (one just started is not restarted
     again): pass whether something it depends on changed, e.g.
-    `restart=files.file(...)`. A unit file changed on disk is reloaded
-    (daemon-reload) first.
+    `restart=files.file(...)`. Not idempotent on its own: each call with
+    restart=True restarts a running unit again. A unit file changed on disk is
+    reloaded (daemon-reload) first.
     """
     actions: list[list[str]] = []
     if enabled is not None:
@@ -74,13 +75,13 @@ def _activity(name: str, running: bool | None, restart: bool) -> list[list[str]]
 
 
 def _is_active(name: str) -> bool:
-    """Whether the unit is active (or activating, reloading: it runs already)."""
+    """Whether the unit runs (or is on its way: activating, reloading)."""
     checked = command(["systemctl", "is-active", "--", name], check=False)
     state = checked.stdout.strip()
     if not state:
         # Without a running systemd there is no state, only an error.
         raise Error(f"systemd: cannot read the state of {name}: {checked.stderr.strip()}")
-    return state in {"active", "activating", "reloading", "deactivating"}
+    return state in {"active", "activating", "reloading"}
 
 
 def _needs_daemon_reload(name: str) -> bool:
