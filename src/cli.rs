@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, init, roles, status};
+use crate::{deploy, init, push_hook, roles, status};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -36,4 +36,6 @@ pub enum Command {
     Status(status::Args),
     Roles(roles::RolesArgs),
     Hosts(roles::HostsArgs),
+    #[command(hide = true)]
+    Hook(push_hook::Args),
 }

@@ -47,6 +47,9 @@ pub struct Args {
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
+    if args.repository.is_none() && args.rev.is_none() && !args.no_wait && needs_root(node) {
+        return redeploy_through_sudo(node);
+    }
     let config = Config::load(node)?;
     init::ensure_state(node)?;
     let repo = source_repo(node, args.repository.as_deref())?;
@@ -62,6 +65,30 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         warn_uncommitted(&repo, &commit)?;
     }
     deploy_commit(node, &config, &repo, &commit, Trigger::Manual, &user)
+}
+
+/// A group member re-deploying a node it cannot write (`ssh node troops deploy`).
+fn needs_root(node: &Node) -> bool {
+    use nix::unistd::{AccessFlags, Uid, access};
+    !Uid::effective().is_root()
+        && node.state().is_dir()
+        && access(&node.state(), AccessFlags::W_OK).is_err()
+}
+
+/// Runs exactly the command line the sudoers drop-in allows group members.
+fn redeploy_through_sudo(node: &Node) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the troops executable")?;
+    let err = std::process::Command::new("sudo")
+        .args(["-n", "--"])
+        .arg(exe)
+        .arg("--root")
+        .arg(node.root())
+        .arg("deploy")
+        .exec();
+    Err(UserError::new(format!("cannot run sudo: {err}"))
+        .hint("deploys run as root: install sudo and add yourself to the group troops")
+        .into())
 }
 
 /// The repository to deploy from: a work tree, or the node's own.

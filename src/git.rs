@@ -2,33 +2,23 @@
 //!
 //! All git work goes through `git` (not a library) so that the node's SSH
 //! configuration, agents and known_hosts apply, and so that a pre-receive
-//! hook's quarantined objects (`GIT_OBJECT_DIRECTORY`,
-//! `GIT_ALTERNATE_OBJECT_DIRECTORIES`) stay visible. One constructor pins what
-//! must not vary: the repository, the locale, no stdin, and none of the
-//! caller's `GIT_DIR`-style variables.
+//! hook's quarantined objects can be read. One constructor pins what must not
+//! vary: the repository, the locale, no stdin, and none of the caller's
+//! `GIT_*` variables; a quarantine is only ever set explicitly.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
-
-/// Variables that would point git at another repository, index or work tree.
-const LOCATION_VARS: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES",
-];
 
 /// A repository: a bare git dir or a work tree.
 #[derive(Debug, Clone)]
 pub struct Repo {
     path: PathBuf,
     bare: bool,
+    /// A push's quarantine and the object store it borrows from.
+    quarantine: Option<(PathBuf, PathBuf)>,
 }
 
 impl Repo {
@@ -36,6 +26,7 @@ impl Repo {
         Repo {
             path: git_dir.to_path_buf(),
             bare: true,
+            quarantine: None,
         }
     }
 
@@ -43,6 +34,7 @@ impl Repo {
         Repo {
             path: dir.to_path_buf(),
             bare: false,
+            quarantine: None,
         }
     }
 
@@ -54,11 +46,23 @@ impl Repo {
         self.bare
     }
 
+    /// The same repository reading objects from a push's quarantine first.
+    pub fn with_objects(mut self, quarantine: &Path, objects: &Path) -> Repo {
+        self.quarantine = Some((quarantine.to_path_buf(), objects.to_path_buf()));
+        self
+    }
+
     /// A `git` command bound to this repository.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("git");
-        for var in LOCATION_VARS {
-            cmd.env_remove(var);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("GIT_") {
+                cmd.env_remove(name);
+            }
+        }
+        if let Some((quarantine, objects)) = &self.quarantine {
+            cmd.env("GIT_OBJECT_DIRECTORY", quarantine)
+                .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", objects);
         }
         cmd.env("LC_ALL", "C").stdin(Stdio::null());
         if self.bare {
@@ -114,11 +118,13 @@ impl Repo {
             output(&mut cmd).map(drop)
         };
         with_index(&["read-tree".as_ref(), commit.as_ref()])?;
-        let mut prefix = OsString::from("--prefix=");
-        prefix.push(dest);
-        prefix.push("/");
-        with_index(&["checkout-index".as_ref(), "-a".as_ref(), &prefix])
-            .with_context(|| format!("cannot check out {commit} into `{}`", dest.display()))
+        with_index(&[
+            "--work-tree".as_ref(),
+            dest.as_os_str(),
+            "checkout-index".as_ref(),
+            "-a".as_ref(),
+        ])
+        .with_context(|| format!("cannot check out {commit} into `{}`", dest.display()))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::UserError;
 use crate::git::{self, Repo};
 use crate::paths::Node;
+use crate::push_hook;
 
 /// Create the node layout: repository, SSH key, state and caches
 ///
@@ -32,6 +33,7 @@ pub fn run(node: &Node, _args: Args) -> Result<()> {
     let gid = troops_gid();
     ensure_state(node)?;
     init_repo(node, config.branch(), gid)?;
+    push_hook::install(node)?;
     ensure_key(node)?;
     eprintln!("troops: node ready at `{}`", node.lib().display());
     Ok(())
@@ -39,10 +41,12 @@ pub fn run(node: &Node, _args: Args) -> Result<()> {
 
 /// The group `troops` if it exists, else root's group.
 fn troops_gid() -> Gid {
-    Group::from_name("troops")
-        .ok()
-        .flatten()
-        .map_or(Gid::from_raw(0), |g| g.gid)
+    troops_group().unwrap_or(Gid::from_raw(0))
+}
+
+/// The group `troops`, whose members may push.
+pub fn troops_group() -> Option<Gid> {
+    Group::from_name("troops").ok().flatten().map(|g| g.gid)
 }
 
 /// The directories every deploy needs, with their owners and modes.
@@ -67,11 +71,15 @@ pub fn ensure_state(node: &Node) -> Result<()> {
     ensure_dir(&node.etc(), 0o755, Gid::from_raw(0))
 }
 
-fn ensure_dir(dir: &Path, mode: u32, gid: Gid) -> Result<()> {
+pub fn ensure_dir(dir: &Path, mode: u32, gid: Gid) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     set_owner(dir, gid)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of `{}`", dir.display()))
+    set_mode(dir, mode)
+}
+
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of `{}`", path.display()))
 }
 
 /// Gives `path` to root and `gid`; only root can, and only root needs to.
@@ -99,7 +107,37 @@ fn init_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
     // rolls back, and the deploy hook decides what may land.
     repo.run(["config", "receive.denyNonFastForwards", "false"])?;
     repo.run(["config", "core.logAllRefUpdates", "true"])?;
-    chown_tree(&path, gid)
+    chown_tree(&path, gid)?;
+    trust_for_members(node, &path)?;
+    // Members push, but must not change the configuration (core.hooksPath
+    // would skip the deploy) or the hooks (`push_hook::install`).
+    set_owner(&path.join("config"), gid)?;
+    set_mode(&path.join("config"), 0o640)
+}
+
+/// Git refuses to work in a repository another user owns (safe.directory)
+/// unless the system configuration trusts it: members push into root's
+/// repository. Only for the real node (`--root /`): a relocated node is for
+/// trying things out and must not touch the system's git configuration.
+fn trust_for_members(node: &Node, path: &Path) -> Result<()> {
+    if node.root() != Path::new("/") {
+        return Ok(());
+    }
+    let mut get = Command::new("git");
+    get.args(["config", "--system", "--get-all", "safe.directory"]);
+    let current = get.output().context("cannot run git config")?;
+    let wanted = path.to_string_lossy();
+    if String::from_utf8_lossy(&current.stdout)
+        .lines()
+        .any(|l| l == wanted)
+    {
+        return Ok(());
+    }
+    let mut add = Command::new("git");
+    add.args(["config", "--system", "--add", "safe.directory"])
+        .arg(path);
+    git::output(&mut add).context("cannot mark the node's repository safe for its members")?;
+    Ok(())
 }
 
 fn chown_tree(dir: &Path, gid: Gid) -> Result<()> {

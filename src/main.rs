@@ -13,6 +13,7 @@ mod history;
 mod init;
 mod lock;
 mod paths;
+mod push_hook;
 mod python;
 mod roles;
 mod status;
@@ -44,6 +45,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(&node, args),
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),
+        Command::Hook(args) => push_hook::run(&node, args),
     }
 }
 

@@ -36,15 +36,9 @@ pub fn install_module(node: &Node) -> Result<()> {
         let dir = path.parent().unwrap_or(&lib);
         fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
         crate::history::write_atomically(&path, source.as_bytes())?;
-        set_mode(&path, 0o644)?;
+        crate::init::set_mode(&path, 0o644)?;
     }
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of `{}`", path.display()))
 }
 
 /// What the deploy sees of who started it and what it runs.

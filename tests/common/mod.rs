@@ -9,6 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod cluster;
+
 use tempfile::TempDir;
 
 pub const HOSTNAME: &str = "shellbox-1.example.com";
