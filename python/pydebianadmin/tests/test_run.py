@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 from pydebianadmin import CommandError, Error, run
@@ -26,6 +28,7 @@ class RunTest(unittest.TestCase):
         self.assertIsInstance(caught.exception, Error)
         self.assertEqual(caught.exception.returncode, 3)
 
+    @unittest.mock.patch.dict(os.environ, {"PATH": "/usr/bin:/bin"})
     def test_missing_program(self) -> None:
         with self.assertRaisesRegex(CommandError, "^command `nosuchprogram` exited with status 127: No such file or directory"):
             call(run, "nosuchprogram")
