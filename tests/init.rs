@@ -40,8 +40,16 @@ fn init_creates_the_layout_and_is_idempotent() {
     let hook = fs::read_to_string(repo.join("hooks/pre-receive")).unwrap();
     assert!(hook.contains("hook pre-receive"), "{hook}");
     assert_eq!(mode(&repo.join("hooks/pre-receive")), 0o755);
-    assert_eq!(mode(&repo.join("hooks")), 0o755, "members must not change hooks");
-    assert_eq!(mode(&repo.join("config")), 0o640, "members must not change config");
+    assert_eq!(
+        mode(&repo.join("hooks")),
+        0o755,
+        "members must not change hooks"
+    );
+    assert_eq!(
+        mode(&repo.join("config")),
+        0o640,
+        "members must not change config"
+    );
 
     let key = lib.join("ssh/id_ed25519");
     assert_eq!(mode(&lib.join("ssh")), 0o700);

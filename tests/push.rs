@@ -88,19 +88,26 @@ fn users_outside_the_group_cannot_push() {
     assert_eq!(node.branch(), None);
     assert!(node.status()["history"].as_array().unwrap().is_empty());
 
-    // Nor can they reach troops as root through sudo.
-    let exe = env!("CARGO_BIN_EXE_troops");
-    let run = client.ssh(
-        &node,
-        "mallory",
-        &["sudo", "-n", exe, "--root", "/", "deploy"],
-    );
-    assert_ne!(run.code, Some(0));
-    // Members get exactly the allowed command lines, nothing else.
-    let run = client.ssh(&node, "alice", &["sudo", "-n", exe, "--root", "/", "init"]);
-    assert_ne!(run.code, Some(0), "{}", run.stderr);
-    let run = client.ssh(&node, "alice", &["sudo", "-n", "id"]);
-    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    // Nor can they reach troops as root through sudo, and members get
+    // exactly the allowed command lines, nothing else.
+    let exe = node.troops();
+    for (user, command) in [
+        ("mallory", vec!["sudo", "-n", &exe, "--root", "/", "deploy"]),
+        ("alice", vec!["sudo", "-n", &exe, "--root", "/", "init"]),
+        (
+            "alice",
+            vec!["sudo", "-n", &exe, "--root", "/", "deploy", "--rev", "HEAD"],
+        ),
+        ("alice", vec!["sudo", "-n", "id"]),
+    ] {
+        let run = client.ssh(&node, user, &command);
+        assert_ne!(run.code, Some(0), "{user} ran {command:?}");
+        assert!(
+            run.stderr.contains("a password is required"),
+            "{}",
+            run.stderr
+        );
+    }
 }
 
 #[test]
@@ -167,7 +174,7 @@ fn ssh_troops_deploy_redeploys_the_current_commit() {
     let repo = DeployRepo::with(&version(7));
     client.push(&node, "alice", repo.path(), &[]).success();
     let run = client
-        .ssh(&node, "alice", &[env!("CARGO_BIN_EXE_troops"), "deploy"])
+        .ssh(&node, "alice", &[&node.troops(), "deploy"])
         .success();
     assert!(run.stderr.contains("deploying version 7"), "{}", run.stderr);
     let history = node.status()["history"].clone();

@@ -148,6 +148,9 @@ impl SshNode {
         std::io::Write::write_all(&mut known, format!("[{addr}]:{port} {public}").as_bytes())
             .unwrap();
 
+        // The users must be able to run it, wherever the build directory is.
+        let troops = dir.path().join("troops");
+        fs::copy(env!("CARGO_BIN_EXE_troops"), &troops).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/node-init");
         let child = Command::new("unshare")
             .args([
@@ -162,7 +165,7 @@ impl SshNode {
             .arg(script)
             .arg(dir.path())
             .arg(hostname)
-            .arg(env!("CARGO_BIN_EXE_troops"))
+            .arg(&troops)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.path().join("node.log")).unwrap())
@@ -190,6 +193,15 @@ impl SshNode {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The node's troops executable (what its hooks and sudoers name).
+    pub fn troops(&self) -> String {
+        self.dir
+            .path()
+            .join("troops")
+            .to_string_lossy()
+            .into_owned()
     }
 
     pub fn url(&self, user: &str) -> String {
