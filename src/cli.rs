@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, init, push_hook, roles, status};
+use crate::{deploy, generate, init, push_hook, roles, status};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -38,4 +38,6 @@ pub enum Command {
     Hosts(roles::HostsArgs),
     #[command(hide = true)]
     Hook(push_hook::Args),
+    #[command(hide = true)]
+    Generate(generate::Args),
 }

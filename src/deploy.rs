@@ -44,10 +44,27 @@ pub struct Args {
     /// Fail at once if another deploy is running, instead of waiting for it
     #[arg(long)]
     pub no_wait: bool,
+    /// Show what the deployment would change, and change nothing
+    ///
+    /// Runs deploy.py with PYDEBIANADMIN_DRY_RUN=1, so pydebianadmin's helpers
+    /// report what they would do. Records no deploy and moves nothing. Code
+    /// that changes the system without pydebianadmin should check the same
+    /// variable.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a deploy is for: who asked, how, and whether it may change anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub trigger: Trigger,
+    pub user: &'a str,
+    pub dry_run: bool,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
-    if args.repository.is_none() && args.rev.is_none() && !args.no_wait && needs_root(node) {
+    let plain = args.repository.is_none() && args.rev.is_none() && !args.no_wait && !args.dry_run;
+    if plain && needs_root(node) {
         return redeploy_through_sudo(node);
     }
     let config = Config::load(node)?;
@@ -64,7 +81,12 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     if args.repository.is_some() && args.rev.is_none() {
         warn_uncommitted(&repo, &commit)?;
     }
-    deploy_commit(node, &config, &repo, &commit, Trigger::Manual, &user)
+    let request = Request {
+        trigger: Trigger::Manual,
+        user: &user,
+        dry_run: args.dry_run,
+    };
+    deploy_commit(node, &config, &repo, &commit, &request)
 }
 
 /// A group member re-deploying a node it cannot write (`ssh node troops deploy`).
@@ -176,23 +198,21 @@ pub fn deploy_commit(
     config: &Config,
     repo: &Repo,
     commit: &str,
-    trigger: Trigger,
-    user: &str,
+    request: &Request,
 ) -> Result<()> {
-    let mut entry = Entry::start(node, trigger, user)?;
+    if request.dry_run {
+        return dry_run(node, config, repo, commit, request);
+    }
+    let mut entry = Entry::start(node, request.trigger, request.user)?;
     entry.set_commit(commit)?;
     let mut sink = Sink::new(Some(entry.log.try_clone()?));
     sink.note(&format!(
-        "troops: deploying {} ({} by {user})",
+        "troops: deploying {} ({} by {})",
         short(commit),
-        trigger.as_str()
+        request.trigger.as_str(),
+        request.user
     ))?;
-    let env = DeployEnv {
-        node,
-        commit,
-        trigger: trigger.as_str(),
-    };
-    let outcome = attempt(node, config, repo, &env, &mut sink);
+    let outcome = attempt(node, config, repo, commit, request, &mut sink);
     let reason = outcome.as_ref().map(drop).map_err(one_line);
     let elapsed = entry.finish(node, &reason)?;
     match outcome {
@@ -209,19 +229,47 @@ pub fn deploy_commit(
     }
 }
 
+/// Runs the deployment with pydebianadmin's dry-run switch; records nothing.
+fn dry_run(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    commit: &str,
+    request: &Request,
+) -> Result<()> {
+    let mut sink = Sink::new(None);
+    sink.note(&format!(
+        "troops: dry run of {}: reporting what would change",
+        short(commit)
+    ))?;
+    attempt(node, config, repo, commit, request, &mut sink)
+        .with_context(|| format!("dry run of {} failed", short(commit)))?;
+    sink.note(&format!(
+        "troops: dry run of {} done; nothing was deployed",
+        short(commit)
+    ))
+}
+
 /// The part of a deploy that can fail because of the deployment.
 fn attempt(
     node: &Node,
     config: &Config,
     repo: &Repo,
-    env: &DeployEnv,
+    commit: &str,
+    request: &Request,
     sink: &mut Sink,
 ) -> Result<()> {
-    let checkout = checkout(node, repo, env.commit)?;
-    require_deploy_py(&checkout, env.commit)?;
+    let env = DeployEnv {
+        node,
+        commit,
+        trigger: request.trigger.as_str(),
+        dry_run: request.dry_run,
+    };
+    let checkout = checkout(node, repo, commit)?;
+    require_deploy_py(&checkout, commit)?;
     python::install_module(node)?;
     let venv = venv::ensure(node, &config.python(), &checkout, sink)?;
-    let mut cmd = python::command(&venv, &checkout, env, ["run", "deploy.py"]);
+    let mut cmd = python::command(&venv, &checkout, &env, ["run", "deploy.py"]);
     let status = stream::run_status(&mut cmd, sink)?;
     if !status.success() {
         return Err(user_error!("deploy.py {}", stream::explain(status)));

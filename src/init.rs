@@ -107,6 +107,8 @@ fn init_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
     // rolls back, and the deploy hook decides what may land.
     repo.run(["config", "receive.denyNonFastForwards", "false"])?;
     repo.run(["config", "core.logAllRefUpdates", "true"])?;
+    // `git push -o dry-run` reaches the hook only if push options are on.
+    repo.run(["config", "receive.advertisePushOptions", "true"])?;
     chown_tree(&path, gid)?;
     trust_for_members(node, &path)?;
     // Members push, but must not change the configuration (core.hooksPath

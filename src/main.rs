@@ -8,6 +8,7 @@ mod error;
 mod cli;
 mod config;
 mod deploy;
+mod generate;
 mod git;
 mod history;
 mod init;
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),
         Command::Hook(args) => push_hook::run(&node, args),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::deploy::{deploy_commit, invoking_user};
+use crate::deploy::{Request, deploy_commit, invoking_user};
 use crate::error::UserError;
 use crate::git::{Repo, short};
 use crate::history::Trigger;
@@ -87,6 +87,8 @@ struct Update {
 struct Header {
     quarantine: Option<PathBuf>,
     receive_pack: Option<i32>,
+    /// `git push -o dry-run`: report what would change, then refuse the push.
+    dry_run: bool,
 }
 
 fn pre_receive(node: &Node) -> Result<()> {
@@ -125,7 +127,20 @@ fn pre_receive(node: &Node) -> Result<()> {
         &format!("push of {} by {user}", short(&update.new)),
     )?;
     check_branch_unmoved(&Repo::bare(&node.repo()), update, config.branch())?;
-    deploy_commit(node, &config, &repo, &update.new, Trigger::Push, &user)?;
+    let request = Request {
+        trigger: Trigger::Push,
+        user: &user,
+        dry_run: header.dry_run,
+    };
+    deploy_commit(node, &config, &repo, &update.new, &request)?;
+    if header.dry_run {
+        return Err(UserError::new(format!(
+            "dry run: nothing was deployed, and the branch `{}` stays where it was",
+            config.branch()
+        ))
+        .hint("push again without `-o dry-run` to deploy")
+        .into());
+    }
     if let Some(pid) = header.receive_pack {
         spawn_keeper(node, lock, update, pid)?;
     }
@@ -143,6 +158,12 @@ fn parse_input(input: &str) -> Result<(Header, Vec<Update>)> {
             Some(("quarantine", "")) => {}
             Some(("quarantine", path)) => header.quarantine = Some(PathBuf::from(path)),
             Some(("pid", pid)) => header.receive_pack = Some(pid.parse().context("invalid pid")?),
+            Some(("option", "dry-run")) => header.dry_run = true,
+            Some(("option", other)) => {
+                return Err(UserError::new(format!("unknown push option `{other}`"))
+                    .hint("troops knows the push option `dry-run`")
+                    .into());
+            }
             _ => bail!("unexpected hook input `{line}`"),
         }
     }
@@ -276,20 +297,34 @@ fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-/// The hook script `troops init` installs: it runs troops through sudo unless
-/// the pusher is root, and passes what sudo would drop on stdin.
+/// The hook `troops init` installs. It runs troops through sudo unless the
+/// pusher is root, and passes on stdin what sudo's clean environment drops:
+/// git's quarantine directory, receive-pack's pid and the push options.
+const HOOK: &str = r#"#!/bin/sh
+# Installed by `troops init`: deploys pushes to the deploy branch.
+# Changes here are overwritten.
+header() {
+	printf 'quarantine %s\npid %s\n' "${GIT_QUARANTINE_PATH:-}" "$PPID"
+	i=0
+	while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do
+		# Only the variable's name is built here; its value is not evaluated.
+		eval "printf 'option %s\n' \"\$GIT_PUSH_OPTION_$i\""
+		i=$((i + 1))
+	done
+	printf '\n'
+	cat
+}
+if [ "$(id -u)" = 0 ]; then
+	header | @TROOPS@ hook pre-receive
+else
+	header | sudo -n -- @TROOPS@ hook pre-receive
+fi
+"#;
+
 pub fn hook_script(exe: &Path, root: &Path) -> String {
-    let troops = format!("{} --root {}", quote(exe), quote(root));
-    format!(
-        "#!/bin/sh\n\
-         # Installed by `troops init`: deploys pushes to the deploy branch.\n\
-         # Changes here are overwritten.\n\
-         header() {{ printf 'quarantine %s\\npid %s\\n\\n' \"${{GIT_QUARANTINE_PATH:-}}\" \"$PPID\"; cat; }}\n\
-         if [ \"$(id -u)\" = 0 ]; then\n\
-         \theader | {troops} hook pre-receive\n\
-         else\n\
-         \theader | sudo -n -- {troops} hook pre-receive\n\
-         fi\n"
+    HOOK.replace(
+        "@TROOPS@",
+        &format!("{} --root {}", quote(exe), quote(root)),
     )
 }
 

@@ -46,6 +46,8 @@ pub struct DeployEnv<'a> {
     pub node: &'a Node,
     pub commit: &'a str,
     pub trigger: &'a str,
+    /// Sets PYDEBIANADMIN_DRY_RUN=1: helpers report and change nothing.
+    pub dry_run: bool,
 }
 
 /// `VENV/bin/python -u -m troops ARGS...` in `checkout`, with a clean environment.
@@ -80,5 +82,8 @@ where
         .env("TROOPS_ROOT", env.node.root())
         .env("TROOPS_COMMIT", env.commit)
         .env("TROOPS_TRIGGER", env.trigger);
+    if env.dry_run {
+        cmd.env("PYDEBIANADMIN_DRY_RUN", "1");
+    }
     cmd
 }

@@ -103,6 +103,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
         node,
         commit: &commit,
         trigger: "inspect",
+        dry_run: true,
     };
     let mut cmd = python::command(
         &venv,
@@ -110,7 +111,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
         &env,
         ["inspect".as_ref(), report.as_os_str()],
     );
-    cmd.arg("deploy.py").env("PYDEBIANADMIN_DRY_RUN", "1");
+    cmd.arg("deploy.py");
     let status = stream::run_status(&mut cmd, &mut sink)?;
     if !status.success() {
         return Err(user_error!(

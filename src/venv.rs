@@ -102,7 +102,7 @@ fn build(
     })?;
     link_troops_module(node, dir.path())?;
     if has_requirements(reqs) {
-        install_requirements(uv.as_deref(), dir.path(), checkout, sink)?;
+        install_requirements(uv.as_deref(), dir.path(), checkout, reqs, sink)?;
     }
     Ok(dir.keep())
 }
@@ -132,10 +132,45 @@ fn install_requirements(
     uv: Option<&Path>,
     venv: &Path,
     checkout: &Path,
+    reqs: &[u8],
     sink: &mut Sink,
 ) -> Result<()> {
+    let wheels = bundled_wheels();
+    if let Some(wheels) = &wheels
+        && names_bundled_library(reqs)
+    {
+        // Installed first from the package's own wheels, the library is
+        // already satisfied when pip reads requirements.txt: no index is asked.
+        let mut cmd = pip(uv, venv);
+        cmd.args(["--no-index", "--find-links"])
+            .arg(wheels)
+            .arg(BUNDLED);
+        stream::run(&mut cmd, sink).map_err(|e| {
+            e.context(UserError::new(format!(
+                "cannot install the bundled {BUNDLED}"
+            )))
+        })?;
+    }
+    let mut cmd = pip(uv, venv);
+    if let Some(wheels) = &wheels {
+        cmd.arg("--find-links").arg(wheels);
+    }
+    // Relative paths in requirements.txt (`-e ./lib`) are relative to the checkout.
+    cmd.args(["-r", "requirements.txt"]).current_dir(checkout);
+    let output = stream::run(&mut cmd, sink);
+    output.map_err(|e| {
+        let reason = match sink.find_line(&["No matching distribution found for", "ERROR:"]) {
+            Some(line) => format!("requirements.txt could not be installed: {line}"),
+            None => "requirements.txt could not be installed".to_owned(),
+        };
+        e.context(UserError::new(reason))
+    })
+}
+
+/// `pip install` (or `uv pip install`) for the virtualenv at `venv`.
+fn pip(uv: Option<&Path>, venv: &Path) -> Command {
     let python = venv.join("bin/python");
-    let mut cmd = match uv {
+    match uv {
         Some(uv) => {
             let mut cmd = Command::new(uv);
             cmd.args(["pip", "install", "--python"]).arg(&python);
@@ -152,16 +187,29 @@ fn install_requirements(
             ]);
             cmd
         }
-    };
-    // Relative paths in requirements.txt (`-e ./lib`) are relative to the checkout.
-    cmd.args(["-r", "requirements.txt"]).current_dir(checkout);
-    let output = stream::run(&mut cmd, sink);
-    output.map_err(|e| {
-        let reason = match sink.find_line(&["No matching distribution found for", "ERROR:"]) {
-            Some(line) => format!("requirements.txt could not be installed: {line}"),
-            None => "requirements.txt could not be installed".to_owned(),
-        };
-        e.context(UserError::new(reason))
+    }
+}
+
+/// The library the package ships as a wheel, so nodes need no PyPI for it.
+const BUNDLED: &str = "PyDebianAdmin";
+const WHEELS: &str = "/usr/share/troops/wheels";
+
+/// The directory of bundled wheels (`TROOPS_WHEELS` overrides it), if present.
+fn bundled_wheels() -> Option<PathBuf> {
+    let dir =
+        std::env::var_os("TROOPS_WHEELS").map_or_else(|| PathBuf::from(WHEELS), PathBuf::from);
+    dir.is_dir().then_some(dir)
+}
+
+/// Whether a requirement line names the bundled library (PEP 503 names).
+fn names_bundled_library(reqs: &[u8]) -> bool {
+    String::from_utf8_lossy(reqs).lines().any(|line| {
+        let name = line
+            .trim()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            .next()
+            .unwrap_or_default();
+        name.eq_ignore_ascii_case(BUNDLED)
     })
 }
 
@@ -235,6 +283,16 @@ fn last_used(link: &Path) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundled_library_is_recognised_by_its_normalised_name() {
+        assert!(names_bundled_library(b"requests\nPyDebianAdmin>=0.1\n"));
+        assert!(names_bundled_library(
+            b"pydebianadmin==0.1.0 ; python_version>'3'"
+        ));
+        assert!(!names_bundled_library(b"py-debian-admin"));
+        assert!(!names_bundled_library(b"# PyDebianAdmin\npydebianadmin2\n"));
+    }
 
     #[test]
     fn comments_and_blank_lines_are_no_requirements() {

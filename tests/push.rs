@@ -228,3 +228,40 @@ fn concurrent_pushes_always_leave_the_branch_deployed() {
         assert_eq!(node.deployed(), node.branch(), "round {round}");
     }
 }
+
+#[test]
+fn dry_run_push_reports_and_leaves_the_branch() {
+    let client = Client::new();
+    let node = SshNode::start("shellbox-7.example.com", &client);
+    let repo = DeployRepo::with(&version(1));
+    client.push(&node, "alice", repo.path(), &[]).success();
+    let good = repo.head();
+
+    repo.commit(&[(
+        "deploy.py",
+        "import os\nprint('dry run switch:', os.environ.get('PYDEBIANADMIN_DRY_RUN'))\n",
+    )]);
+    let run = client.push(&node, "alice", repo.path(), &["-o", "dry-run"]);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr.contains("remote: dry run switch: 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("dry run: nothing was deployed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.branch(), Some(good.clone()));
+    assert_eq!(node.deployed(), Some(good.clone()));
+    assert_eq!(node.status()["history"].as_array().unwrap().len(), 1);
+
+    let run = client.push(&node, "alice", repo.path(), &["-o", "yolo"]);
+    assert!(
+        run.stderr.contains("unknown push option `yolo`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.branch(), Some(good));
+}

@@ -1,0 +1,83 @@
+//! Seeing before doing: `troops deploy --dry-run`, the content diff, and the
+//! bundled PyDebianAdmin wheel installed without any package index.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{DeployRepo, Node};
+
+/// Builds the PyDebianAdmin wheel into `dir`, as the package does.
+fn build_wheel(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pydebianadmin/build_wheel.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const MOTD: &str = r#"
+import os
+from pydebianadmin import files
+
+files.file(os.environ["TROOPS_ROOT"] + "/motd", content="welcome to CONTENT\n", mode=0o644)
+"#;
+
+#[test]
+fn dry_run_reports_the_change_and_changes_nothing() {
+    let node = Node::new();
+    let wheels = tempfile::tempdir().unwrap();
+    build_wheel(wheels.path());
+    let repo = DeployRepo::new();
+    repo.commit(&[
+        ("deploy.py", &MOTD.replace("CONTENT", "v1")),
+        ("requirements.txt", "PyDebianAdmin\n"),
+    ]);
+    let deploy = |extra: &[&str]| {
+        let mut cmd = node.command(["deploy", "--repository", &repo.path_str()]);
+        // No index at all: the bundled wheel must be enough.
+        cmd.args(extra)
+            .env("TROOPS_WHEELS", wheels.path())
+            .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple");
+        common::Run::from(cmd.output().unwrap())
+    };
+    let motd = node.root().join("motd");
+
+    let run = deploy(&["--dry-run"]).success();
+    assert!(
+        run.stderr
+            .contains(&format!("files: {} would be created", motd.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("nothing was deployed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!motd.exists());
+    let status = node.status_json();
+    assert!(status["commit"].is_null());
+    assert!(status["history"].as_array().unwrap().is_empty());
+
+    deploy(&[]).success();
+    assert_eq!(fs::read_to_string(&motd).unwrap(), "welcome to v1\n");
+
+    repo.commit(&[("deploy.py", &MOTD.replace("CONTENT", "v2"))]);
+    let run = deploy(&["--dry-run"]).success();
+    assert!(run.stderr.contains("-welcome to v1"), "{}", run.stderr);
+    assert!(run.stderr.contains("+welcome to v2"), "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&motd).unwrap(), "welcome to v1\n");
+
+    let run = deploy(&[]).success();
+    assert!(run.stderr.contains("+welcome to v2"), "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&motd).unwrap(), "welcome to v2\n");
+}
