@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, generate, init, push_hook, roles, status};
+use crate::{deploy, generate, init, pull, push_hook, roles, status};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -33,6 +33,7 @@ pub struct Cli {
 pub enum Command {
     Init(init::Args),
     Deploy(deploy::Args),
+    Pull(pull::Args),
     Status(status::Args),
     Roles(roles::RolesArgs),
     Hosts(roles::HostsArgs),

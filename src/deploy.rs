@@ -321,7 +321,7 @@ fn prune_work(node: &Node, keep: &Path) -> Result<()> {
 }
 
 /// The first line of the innermost user-facing message, for history records.
-fn one_line(err: &anyhow::Error) -> String {
+pub fn one_line(err: &anyhow::Error) -> String {
     let message = err
         .downcast_ref::<UserError>()
         .map_or_else(|| format!("{err:#}"), ToString::to_string);

@@ -4,7 +4,7 @@
 //! configuration, agents and known_hosts apply, and so that a pre-receive
 //! hook's quarantined objects can be read. One constructor pins what must not
 //! vary: the repository, the locale, no stdin, and none of the caller's
-//! `GIT_*` variables; a quarantine is only ever set explicitly.
+//! `GIT_*` variables but `GIT_SSH*`; a quarantine is only ever set explicitly.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,10 @@ impl Repo {
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("git");
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("GIT_") {
+            let text = name.to_string_lossy();
+            // How to reach remotes is the admin's choice; everything else
+            // (which repository, index, objects) is ours.
+            if text.starts_with("GIT_") && !text.starts_with("GIT_SSH") {
                 cmd.env_remove(name);
             }
         }

@@ -14,9 +14,11 @@ mod history;
 mod init;
 mod lock;
 mod paths;
+mod pull;
 mod push_hook;
 mod python;
 mod roles;
+mod rollout;
 mod status;
 mod stream;
 mod venv;
@@ -43,6 +45,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&node, args),
         Command::Deploy(args) => deploy::run(&node, args),
+        Command::Pull(args) => pull::run(&node, args),
         Command::Status(args) => status::run(&node, args),
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),

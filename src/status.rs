@@ -14,6 +14,7 @@ use crate::git::short;
 use crate::history::{self, Record};
 use crate::lock::DeployLock;
 use crate::paths::Node;
+use crate::pull;
 
 /// Show the deployed commit and recent deploys
 ///
@@ -23,7 +24,8 @@ use crate::paths::Node;
 ///
 /// With --json, prints one object: {"commit": SHA or null, "history":
 /// [{"commit", "trigger", "user", "started_at", "duration_ms", "result",
-/// "reason", "log"}, ...]}, newest first.
+/// "reason", "log"}, ...], "last_pull": the last `troops pull --json` or
+/// null}, history newest first.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON for scripts instead of a table
@@ -38,6 +40,8 @@ pub struct Args {
 struct Status {
     commit: Option<String>,
     history: Vec<Record>,
+    /// What the last `troops pull` did (added field; null before the first).
+    last_pull: Option<pull::Report>,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
@@ -48,6 +52,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     let status = Status {
         commit: history::deployed_commit(node)?,
         history: records,
+        last_pull: pull::last(node),
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -63,6 +68,15 @@ fn print_table(out: &mut impl Write, status: &Status, limit: usize) -> std::io::
     match &status.commit {
         Some(commit) => writeln!(out, "deployed: {commit}")?,
         None => writeln!(out, "deployed: nothing yet")?,
+    }
+    if let Some(pull) = &status.last_pull {
+        let outcome = serde_json::to_value(pull.result).unwrap_or_default();
+        writeln!(
+            out,
+            "last pull: {} {}",
+            pull.finished_at,
+            outcome.as_str().unwrap_or("")
+        )?;
     }
     if status.history.is_empty() {
         return Ok(());
