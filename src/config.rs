@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::UserError;
 use crate::paths::Node;
+use crate::signatures::Policy;
 
 /// The deploy branch when the configuration names none.
 pub const DEFAULT_BRANCH: &str = "master";
@@ -27,6 +28,13 @@ pub struct Config {
     pub roles: Vec<String>,
     /// The python3 virtualenvs are made from.
     pub python: Option<PathBuf>,
+    /// Whether deployed commits must be signed: `none`, `ssh` or `gpg`.
+    #[serde(default)]
+    pub signatures: Policy,
+    /// Trusted SSH signers [default: /etc/troops/allowed_signers].
+    pub allowed_signers: Option<PathBuf>,
+    /// GnuPG home whose keyring is trusted [default: /etc/troops/gnupg].
+    pub gpg_home: Option<PathBuf>,
 }
 
 impl Config {

@@ -19,7 +19,7 @@ use crate::lock::{DeployLock, Wait};
 use crate::paths::Node;
 use crate::python::{self, DeployEnv};
 use crate::stream::{self, Sink};
-use crate::{init, venv};
+use crate::{init, signatures, venv};
 
 /// Run a deployment on this node now
 ///
@@ -265,6 +265,7 @@ fn attempt(
         trigger: request.trigger.as_str(),
         dry_run: request.dry_run,
     };
+    signatures::check(node, config, repo, commit)?;
     let checkout = checkout(node, repo, commit)?;
     require_deploy_py(&checkout, commit)?;
     python::install_module(node)?;

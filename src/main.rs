@@ -19,6 +19,7 @@ mod push_hook;
 mod python;
 mod roles;
 mod rollout;
+mod signatures;
 mod status;
 mod stream;
 mod venv;
