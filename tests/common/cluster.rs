@@ -195,6 +195,58 @@ impl SshNode {
         }
     }
 
+    /// Runs `troops ARGS...` as root inside the node's namespaces.
+    pub fn troops_inside(&self, args: &[&str]) -> Run {
+        let me = self.child.id();
+        let children = fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap();
+        let init = children.split_whitespace().next().expect("the node's init is gone");
+        let out = clean_command("nsenter", self.dir.path())
+            .args(["--target", init, "--mount", "--uts", "--pid", "--"])
+            .arg(self.troops())
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    /// The node's public SSH key, which it fetches with.
+    pub fn public_key(&self) -> String {
+        fs::read_to_string(self.lib().join("ssh/id_ed25519.pub")).unwrap()
+    }
+
+    /// The node's own host key line, for another node's known hosts.
+    pub fn known_host_line(&self) -> String {
+        let public = fs::read_to_string(self.dir.path().join("etc/ssh/host_key.pub")).unwrap();
+        format!("[{}]:{} {public}", self.addr, self.port)
+    }
+
+    /// Lets `user` log in to this node with `public_key`.
+    pub fn authorize(&self, user: &str, public_key: &str) {
+        let path = self.dir.path().join("home").join(user).join(".ssh/authorized_keys");
+        let mut keys = fs::read_to_string(&path).unwrap();
+        keys.push_str(public_key);
+        fs::write(path, keys).unwrap();
+    }
+
+    /// Makes this node trust `other`'s host key (system-wide known hosts).
+    pub fn trust_host(&self, other: &SshNode) {
+        let path = self.dir.path().join("etc/ssh/ssh_known_hosts");
+        let mut lines = fs::read_to_string(&path).unwrap_or_default();
+        lines.push_str(&other.known_host_line());
+        fs::write(path, lines).unwrap();
+    }
+
+    /// Runs git on the node's repository, from the host.
+    pub fn git(&self, args: &[&str]) -> Run {
+        let out = clean_command("git", self.dir.path())
+            .arg("--git-dir")
+            .arg(self.lib().join("repo/main.git"))
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
     /// The node's troops executable (what its hooks and sudoers name).
     pub fn troops(&self) -> String {
         self.dir
