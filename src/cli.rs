@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, generate, init, pull, push_hook, roles, status};
+use crate::{deploy, generate, init, pull, push, push_hook, roles, status};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -34,6 +34,7 @@ pub enum Command {
     Init(init::Args),
     Deploy(deploy::Args),
     Pull(pull::Args),
+    Push(push::Args),
     Status(status::Args),
     Roles(roles::RolesArgs),
     Hosts(roles::HostsArgs),

@@ -15,6 +15,7 @@ mod init;
 mod lock;
 mod paths;
 mod pull;
+mod push;
 mod push_hook;
 mod python;
 mod roles;
@@ -47,6 +48,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => init::run(&node, args),
         Command::Deploy(args) => deploy::run(&node, args),
         Command::Pull(args) => pull::run(&node, args),
+        Command::Push(args) => push::run(&node, args),
         Command::Status(args) => status::run(&node, args),
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),

@@ -81,6 +81,21 @@ fn print_lines(lines: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The hosts deploy.py defines for `role`, for `troops push --role`.
+pub fn hosts_of(
+    node: &Node,
+    repository: &Path,
+    rev: Option<&str>,
+    role: &str,
+) -> Result<Vec<String>> {
+    let source = Source {
+        repository: Some(repository.to_path_buf()),
+        rev: rev.map(str::to_owned),
+    };
+    let mut report = inspect(node, &source)?;
+    Ok(report.hosts.remove(role).unwrap_or_default())
+}
+
 fn inspect(node: &Node, source: &Source) -> Result<Report> {
     let config = Config::load(node)?;
     let repo = source_repo(node, source.repository.as_deref())?;

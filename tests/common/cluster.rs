@@ -73,6 +73,26 @@ impl Client {
         )
     }
 
+    /// An ssh command whose configuration names each node by an alias
+    /// (`Host ALIAS`, logging in as `user`): what an admin's ~/.ssh/config does.
+    pub fn ssh_with_aliases(&self, user: &str, nodes: &[(&str, &SshNode)]) -> String {
+        let mut config = String::new();
+        for (alias, node) in nodes {
+            config.push_str(&format!(
+                "Host {alias}\n  HostName {}\n  Port {}\n  User {user}\n",
+                node.addr, node.port
+            ));
+        }
+        config.push_str(&format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  BatchMode yes\n  StrictHostKeyChecking yes\n  UserKnownHostsFile {}\n",
+            self.key(user).display(),
+            self.dir.path().join("known_hosts").display()
+        ));
+        let path = self.dir.path().join(format!("ssh_config_{user}"));
+        fs::write(&path, config).unwrap();
+        format!("ssh -F {}", path.display())
+    }
+
     /// `ssh USER@NODE COMMAND...`
     pub fn ssh(&self, node: &SshNode, user: &str, command: &[&str]) -> Run {
         let mut cmd = clean_command("ssh", self.dir.path());
@@ -199,7 +219,10 @@ impl SshNode {
     pub fn troops_inside(&self, args: &[&str]) -> Run {
         let me = self.child.id();
         let children = fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap();
-        let init = children.split_whitespace().next().expect("the node's init is gone");
+        let init = children
+            .split_whitespace()
+            .next()
+            .expect("the node's init is gone");
         let out = clean_command("nsenter", self.dir.path())
             .args(["--target", init, "--mount", "--uts", "--pid", "--"])
             .arg(self.troops())
@@ -222,7 +245,12 @@ impl SshNode {
 
     /// Lets `user` log in to this node with `public_key`.
     pub fn authorize(&self, user: &str, public_key: &str) {
-        let path = self.dir.path().join("home").join(user).join(".ssh/authorized_keys");
+        let path = self
+            .dir
+            .path()
+            .join("home")
+            .join(user)
+            .join(".ssh/authorized_keys");
         let mut keys = fs::read_to_string(&path).unwrap();
         keys.push_str(public_key);
         fs::write(path, keys).unwrap();
