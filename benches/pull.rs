@@ -19,14 +19,23 @@ use common::cluster::{Client, SshNode};
 use common::{DeployRepo, Node};
 
 fn main() {
-    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(15);
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(15);
     let client = Client::new();
     let server = SshNode::start("git.example.com", &client);
     let repo = DeployRepo::with("print('hello')\n");
     let node = Node::new();
     node.troops(["init"]).success();
     for name in ["origin", "mirror"] {
-        client.ssh(&server, "alice", &["git", "init", "--quiet", "--bare", &format!("{name}.git")]).success();
+        client
+            .ssh(
+                &server,
+                "alice",
+                &["git", "init", "--quiet", "--bare", &format!("{name}.git")],
+            )
+            .success();
         let url = format!("ssh://alice@{}:{}/~/{name}.git", server.addr, server.port);
         let out = client
             .command("git", "alice")
@@ -36,7 +45,10 @@ fn main() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        git(&node, &client).args(["remote", "add", name, &url]).output().unwrap();
+        git(&node, &client)
+            .args(["remote", "add", name, &url])
+            .output()
+            .unwrap();
     }
     let pull = || {
         let mut cmd = node.command(["pull"]);
@@ -49,13 +61,22 @@ fn main() {
     let mut fetch = Vec::new();
     for _ in 0..runs {
         troops.push(timed(&mut pull()));
-        fetch.push(timed(git(&node, &client).args(["fetch", "--quiet", "--no-tags", "--all", "--jobs=2"])));
+        fetch.push(timed(git(&node, &client).args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--all",
+            "--jobs=2",
+        ])));
     }
     let (t, f) = (median(troops), median(fetch));
     println!("runs: {runs}, remotes: 2 (ssh on loopback)");
     println!("troops pull, nothing new (median):   {:7.1} ms", ms(t));
     println!("git fetch --all --jobs=2 (median):   {:7.1} ms", ms(f));
-    println!("ratio: {:.2} (target: at most 1.3)", t.as_secs_f64() / f.as_secs_f64());
+    println!(
+        "ratio: {:.2} (target: at most 1.3)",
+        t.as_secs_f64() / f.as_secs_f64()
+    );
 }
 
 fn git(node: &Node, client: &Client) -> Command {
@@ -69,7 +90,11 @@ fn git(node: &Node, client: &Client) -> Command {
 fn timed(cmd: &mut Command) -> Duration {
     let started = Instant::now();
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     started.elapsed()
 }
 

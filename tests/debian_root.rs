@@ -21,6 +21,12 @@ fn deploy_installs_tmux_with_pydebianadmin_in_a_debian_root() {
     let first = output.find("apt: installed tmux").expect(&output);
     let second = output.find("apt: tmux already installed").expect(&output);
     assert!(first < second, "{output}");
-    assert!(output.contains("Processing ") && output.contains("PyDebianAdmin"), "{output}");
-    assert!(run.stdout.contains("dpkg: tmux install ok installed"), "{output}");
+    assert!(
+        output.contains("Processing ") && output.contains("PyDebianAdmin"),
+        "{output}"
+    );
+    assert!(
+        run.stdout.contains("dpkg: tmux install ok installed"),
+        "{output}"
+    );
 }

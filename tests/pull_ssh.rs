@@ -12,7 +12,13 @@ fn pull_fetches_over_ssh_with_the_nodes_key() {
     let client = Client::new();
     let server = SshNode::start("git.example.com", &client);
     let node = SshNode::start("web-1.example.com", &client);
-    client.ssh(&server, "alice", &["git", "init", "--quiet", "--bare", "deploy.git"]).success();
+    client
+        .ssh(
+            &server,
+            "alice",
+            &["git", "init", "--quiet", "--bare", "deploy.git"],
+        )
+        .success();
     let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
     let repo = DeployRepo::with("import troops\nprint('pulled onto', troops.hostname())\n");
     let push = client
@@ -22,22 +28,42 @@ fn pull_fetches_over_ssh_with_the_nodes_key() {
         .args(["push", "--quiet", &url, "master"])
         .output()
         .unwrap();
-    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
     node.git(&["remote", "add", "origin", &url]).success();
 
     // Unknown host key, key not authorised: the remote is unreachable, said so.
     let run = node.troops_inside(&["pull"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("cannot fetch `origin`"), "{}", run.stderr);
-    assert!(run.stderr.contains("no remote could be fetched"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot fetch `origin`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("no remote could be fetched"),
+        "{}",
+        run.stderr
+    );
 
     node.trust_host(&server);
     server.authorize("alice", &node.public_key());
     let run = node.troops_inside(&["pull"]).success();
-    assert!(run.stderr.contains("pulled onto web-1.example.com"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pulled onto web-1.example.com"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(node.deployed(), Some(repo.head()));
     assert_eq!(node.branch(), Some(repo.head()));
 
     let run = node.troops_inside(&["pull"]).success();
-    assert!(run.stderr.trim_end().ends_with("troops: pull: nothing new"), "{}", run.stderr);
+    assert!(
+        run.stderr.trim_end().ends_with("troops: pull: nothing new"),
+        "{}",
+        run.stderr
+    );
 }
