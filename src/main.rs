@@ -11,6 +11,7 @@ mod deploy;
 mod generate;
 mod git;
 mod history;
+mod imds;
 mod init;
 mod lock;
 mod paths;
@@ -20,6 +21,8 @@ mod push_hook;
 mod python;
 mod roles;
 mod rollout;
+mod seed;
+mod seed_doc;
 mod signatures;
 mod status;
 mod stream;
@@ -49,6 +52,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => deploy::run(&node, args),
         Command::Pull(args) => pull::run(&node, args),
         Command::Push(args) => push::run(&node, args),
+        Command::Seed(args) => seed::run(&node, args),
         Command::Status(args) => status::run(&node, args),
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),

@@ -87,10 +87,15 @@ pub struct Report {
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
+    run_as(node, &args, Trigger::Pull)
+}
+
+/// A pull whose deploy is recorded with `trigger` (seeding's first pull).
+pub fn run_as(node: &Node, args: &Args, trigger: Trigger) -> Result<()> {
     let config = Config::load(node)?;
     init::ensure_state(node)?;
     let repo = source_repo(node, None)?;
-    let report = pull(node, &config, &repo, &args)?;
+    let report = pull(node, &config, &repo, args, trigger)?;
     save(node, &report)?;
     if args.json {
         let mut out = std::io::stdout().lock();
@@ -100,7 +105,13 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     finish(&report)
 }
 
-fn pull(node: &Node, config: &Config, repo: &Repo, args: &Args) -> Result<Report> {
+fn pull(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    args: &Args,
+    trigger: Trigger,
+) -> Result<Report> {
     let branch = config.branch();
     let mut remotes = fetch_all(node, repo, branch, Duration::from_secs(args.timeout))?;
     let local = repo.resolve_commit(&format!("refs/heads/{branch}"))?;
@@ -113,7 +124,7 @@ fn pull(node: &Node, config: &Config, repo: &Repo, args: &Args) -> Result<Report
         Outcome::Nothing
     };
     if let Some(index) = chosen {
-        result = deploy_chosen(node, config, repo, args, &mut remotes[index])?;
+        result = deploy_chosen(node, config, repo, args, trigger, &mut remotes[index])?;
     }
     Ok(Report {
         result,
@@ -315,6 +326,7 @@ fn deploy_chosen(
     config: &Config,
     repo: &Repo,
     args: &Args,
+    trigger: Trigger,
     remote: &mut RemoteReport,
 ) -> Result<Outcome> {
     let commit = remote.commit.clone().unwrap_or_default();
@@ -356,7 +368,7 @@ fn deploy_chosen(
         return Ok(Outcome::Nothing);
     }
     let request = Request {
-        trigger: Trigger::Pull,
+        trigger,
         user: "root",
         dry_run: false,
     };

@@ -1,0 +1,288 @@
+//! `troops seed`: first-boot configuration from a preseed file, cloud-init
+//! or EC2 user-data, then the first pull.
+//!
+//! Sources are tried in order and the first that carries a seed wins. The
+//! whole document is validated before anything is written, so a bad seed
+//! changes nothing; applying is idempotent (seeding twice changes nothing the
+//! second time). Once applied, `state/seeded` is written so the first-boot
+//! unit does not run again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::error::UserError;
+use crate::git::Repo;
+use crate::history::{Trigger, write_atomically};
+use crate::paths::Node;
+use crate::seed_doc::{self, Seed};
+use crate::signatures::Policy;
+use crate::{imds, init, pull};
+
+/// Configure this node from its seed (first boot), then pull
+///
+/// Reads the seed from, in this order: --file PATH, /etc/troops/seed.yaml
+/// (what a preseed late_command writes), cloud-init's NoCloud seed
+/// (/var/lib/cloud/seed/nocloud*/user-data), cloud-init's saved user-data
+/// (/var/lib/cloud/instance/user-data.txt), and EC2's metadata service with
+/// IMDSv2. The metadata service is asked only on EC2 (by DMI) or when
+/// --imds-url is given.
+///
+/// The seed is a YAML document whose key `troops` holds `remotes` (a list of
+/// {name, url}), `roles`, `branch`, `signatures` (none, ssh, gpg),
+/// `allowed_signers`, `gpg_keys` and `pull_interval`; user-data may also be a
+/// #cloud-config whose write_files writes /etc/troops/seed.yaml. Every value
+/// is checked before anything is applied.
+///
+/// Example: `troops seed --file seed.yaml`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read the seed from PATH instead of looking for it
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// The metadata service to ask (always asked when given)
+    #[arg(long, value_name = "URL")]
+    imds_url: Option<String>,
+    /// Apply the seed but do not run the first pull
+    #[arg(long)]
+    no_pull: bool,
+}
+
+const DEFAULT_IMDS: &str = "http://169.254.169.254";
+
+pub fn run(node: &Node, args: Args) -> Result<()> {
+    let Some((source, seed)) = find(node, &args)? else {
+        eprintln!("troops: seed: no seed configuration found; nothing to do");
+        return Ok(());
+    };
+    apply(node, &seed, &source)?;
+    eprintln!("troops: seed: applied the seed from {source}");
+    if args.no_pull || seed.remotes.is_empty() && !has_remotes(node)? {
+        return Ok(());
+    }
+    let pull_args = pull::Args {
+        json: false,
+        no_wait: false,
+        timeout: 60,
+    };
+    pull::run_as(node, &pull_args, Trigger::Seed)
+}
+
+/// The first source that carries a seed, with its description.
+fn find(node: &Node, args: &Args) -> Result<Option<(String, Seed)>> {
+    if let Some(file) = &args.file {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("cannot read the seed file `{}`", file.display()))?;
+        let seed = parse(&text, &file.display().to_string())?.ok_or_else(|| {
+            user_error!(
+                "`{}` is a cloud-config without a Troops seed",
+                file.display()
+            )
+        })?;
+        return Ok(Some((format!("`{}`", file.display()), seed)));
+    }
+    let root = node.root();
+    let files = [
+        root.join("etc/troops/seed.yaml"),
+        root.join("var/lib/cloud/seed/nocloud/user-data"),
+        root.join("var/lib/cloud/seed/nocloud-net/user-data"),
+        root.join("var/lib/cloud/instance/user-data.txt"),
+    ];
+    for file in files {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        if let Some(seed) = parse(&text, &file.display().to_string())? {
+            return Ok(Some((format!("`{}`", file.display()), seed)));
+        }
+    }
+    let url = match &args.imds_url {
+        Some(url) => url.clone(),
+        None if on_ec2(root) => DEFAULT_IMDS.to_owned(),
+        None => return Ok(None),
+    };
+    let data = match imds::user_data(&url) {
+        Ok(data) => data,
+        // Explicitly asked: the admin wants to know. Guessed from DMI: boot on.
+        Err(e) if args.imds_url.is_some() => {
+            return Err(e.context(format!("cannot read user-data from {url}")));
+        }
+        Err(e) => {
+            eprintln!("troops: seed: warning: no user-data from {url}: {e:#}");
+            return Ok(None);
+        }
+    };
+    let Some(text) = data else { return Ok(None) };
+    Ok(parse(&text, &format!("user-data from {url}"))?
+        .map(|seed| (format!("user-data from {url}"), seed)))
+}
+
+fn parse(text: &str, source: &str) -> Result<Option<Seed>> {
+    seed_doc::from_user_data(text).map_err(|e| {
+        UserError::new(format!("invalid seed in {source}: {e}"))
+            .hint("nothing was applied; fix the seed (see `troops seed --help`) and run `troops seed` again")
+            .into()
+    })
+}
+
+/// EC2 instances say so in their DMI data; elsewhere IMDS is not asked.
+fn on_ec2(root: &Path) -> bool {
+    let dmi = root.join("sys/class/dmi/id");
+    [
+        "sys_vendor",
+        "bios_vendor",
+        "product_name",
+        "board_asset_tag",
+    ]
+    .iter()
+    .any(|name| {
+        fs::read_to_string(dmi.join(name))
+            .map(|v| v.contains("Amazon") || v.trim_start().starts_with("i-"))
+            .unwrap_or(false)
+    })
+}
+
+fn has_remotes(node: &Node) -> Result<bool> {
+    Ok(!Repo::bare(&node.repo()).run(["remote"])?.trim().is_empty())
+}
+
+/// Writes everything the seed says. Steps that can fail for outside reasons
+/// (gpg) run before anything is changed; each write replaces a whole file.
+fn apply(node: &Node, seed: &Seed, source: &str) -> Result<()> {
+    init::ensure_state(node)?;
+    let keyring = match seed.gpg_keys.is_empty() {
+        true => None,
+        false => Some(build_keyring(node, &seed.gpg_keys)?),
+    };
+    write_config(node, seed)?;
+    init::run(node, init::Args {})?;
+    if !seed.allowed_signers.is_empty() {
+        let mut text = seed.allowed_signers.join("\n");
+        text.push('\n');
+        write_atomically(&node.etc().join("allowed_signers"), text.as_bytes())?;
+        init::set_mode(&node.etc().join("allowed_signers"), 0o644)?;
+    }
+    if let Some(keyring) = keyring {
+        replace_dir(&keyring, &node.etc().join("gnupg"))?;
+    }
+    set_remotes(node, seed)?;
+    if let Some(span) = &seed.pull_interval {
+        write_timer_dropin(node, span)?;
+    }
+    let seeded = node.state().join("seeded");
+    write_atomically(&seeded, format!("{source}\n").as_bytes())
+}
+
+/// Sets `branch`, `roles` and `signatures` in troops.toml, keeping other keys.
+fn write_config(node: &Node, seed: &Seed) -> Result<()> {
+    let path = node.config_file();
+    let mut table: toml::Table = match fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            UserError::new(format!("cannot update `{}`: {e}", path.display()))
+                .hint("fix or remove the file, then run `troops seed` again")
+        })?,
+        Err(_) => toml::Table::new(),
+    };
+    if let Some(branch) = &seed.branch {
+        table.insert("branch".into(), branch.clone().into());
+    }
+    if !seed.roles.is_empty() {
+        table.insert("roles".into(), seed.roles.clone().into());
+    }
+    if let Some(policy) = seed.signatures {
+        let word = match policy {
+            Policy::None => "none",
+            Policy::Ssh => "ssh",
+            Policy::Gpg => "gpg",
+        };
+        table.insert("signatures".into(), word.into());
+    }
+    fs::create_dir_all(node.etc())?;
+    let text = format!("# Written by `troops seed`; other keys are kept.\n{table}");
+    write_atomically(&path, text.as_bytes())?;
+    init::set_mode(&path, 0o644)
+}
+
+/// A new keyring with exactly the seed's keys, beside the real one.
+fn build_keyring(node: &Node, keys: &[String]) -> Result<PathBuf> {
+    fs::create_dir_all(node.etc())?;
+    let dir = tempfile::Builder::new()
+        .prefix(".gnupg-")
+        .tempdir_in(node.etc())
+        .context("cannot create a keyring directory")?;
+    for key in keys {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(dir.path())
+            .args(["--batch", "--quiet", "--import"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| UserError::new(format!("cannot run gpg: {e}")).hint("install gnupg"))?;
+        std::io::Write::write_all(&mut child.stdin.take().context("no stdin")?, key.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(UserError::new(format!(
+                "invalid seed: `troops.gpg_keys`: gpg cannot import a key: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+            .into());
+        }
+    }
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(dir.path())
+        .args(["--kill", "all"])
+        .output();
+    Ok(dir.keep())
+}
+
+fn replace_dir(new: &Path, old: &Path) -> Result<()> {
+    let previous = old.with_extension("old");
+    let _ = fs::remove_dir_all(&previous);
+    if old.exists() {
+        fs::rename(old, &previous)?;
+    }
+    fs::rename(new, old).with_context(|| format!("cannot install `{}`", old.display()))?;
+    let _ = fs::remove_dir_all(&previous);
+    Ok(())
+}
+
+/// Adds each remote, or points an existing one at the seed's URL.
+fn set_remotes(node: &Node, seed: &Seed) -> Result<()> {
+    let repo = Repo::bare(&node.repo());
+    let existing: Vec<String> = repo.run(["remote"])?.lines().map(str::to_owned).collect();
+    for remote in &seed.remotes {
+        if existing.contains(&remote.name) {
+            let url = repo.run(["remote", "get-url", "--", &remote.name])?;
+            if url.trim() != remote.url {
+                repo.run(["remote", "set-url", "--", &remote.name, &remote.url])?;
+            }
+        } else {
+            repo.run(["remote", "add", "--", &remote.name, &remote.url])?;
+        }
+    }
+    Ok(())
+}
+
+/// How often the pull timer runs, as a drop-in for troops-pull.timer.
+fn write_timer_dropin(node: &Node, span: &str) -> Result<()> {
+    let dir = node.root().join("etc/systemd/system/troops-pull.timer.d");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let text = format!(
+        "# Written by `troops seed` (pull_interval).\n[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec={span}\n"
+    );
+    let path = dir.join("troops-seed.conf");
+    if fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    write_atomically(&path, text.as_bytes())?;
+    init::set_mode(&path, 0o644)?;
+    if node.root() == Path::new("/") && Path::new("/run/systemd/system").exists() {
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! First boot: `troops seed` from an IMDSv2 server on loopback, a NoCloud
+//! seed and a preseed-written file, then the first pull; bad seeds change
+//! nothing.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{DeployRepo, Node, Run};
+
+/// A minimal IMDSv2: a token from PUT, user-data only with that token.
+struct Imds {
+    url: String,
+    tokenless: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Imds {
+    fn serve(user_data: String, unavailable_first: bool) -> Imds {
+        let listener = TcpListener::bind("127.0.0.3:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tokenless = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (counter, log) = (Arc::clone(&tokenless), Arc::clone(&requests));
+        let mut fail_once = unavailable_first;
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_owned());
+                }
+                let first = head.first().cloned().unwrap_or_default();
+                log.lock().unwrap().push(first.clone());
+                let header = |name: &str| {
+                    head.iter()
+                        .find_map(|h| h.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                };
+                let (status, body) = if fail_once {
+                    fail_once = false;
+                    ("503 Service Unavailable", String::new())
+                } else if first.starts_with("PUT /latest/api/token ")
+                    && header("X-aws-ec2-metadata-token-ttl-seconds").is_some()
+                {
+                    ("200 OK", "TOKEN-123".to_owned())
+                } else if first.starts_with("GET /latest/user-data ") {
+                    if header("X-aws-ec2-metadata-token").as_deref() == Some("TOKEN-123") {
+                        ("200 OK", user_data.clone())
+                    } else {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        ("401 Unauthorized", String::new())
+                    }
+                } else {
+                    ("404 Not Found", String::new())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Imds {
+            url,
+            tokenless,
+            requests,
+        }
+    }
+}
+
+fn seed_yaml(origin: &DeployRepo) -> String {
+    format!(
+        "troops:\n  remotes:\n    - name: origin\n      url: {}\n  roles: [web]\n  pull_interval: 30min\n",
+        origin.path_str()
+    )
+}
+
+fn cloud_config(seed: &str) -> String {
+    let indented: String = seed.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "#cloud-config\npackage_update: true\nwrite_files:\n  - path: /etc/troops/seed.yaml\n    owner: root:root\n    permissions: '0644'\n    content: |\n{indented}"
+    )
+}
+
+fn deployment() -> DeployRepo {
+    DeployRepo::with(
+        "import troops\nprint('first boot on', troops.hostname(), 'roles', troops.roles())\n",
+    )
+}
+
+/// What a successful seed leaves: config, remote, timer, marker, first deploy.
+fn assert_seeded(node: &Node, origin: &DeployRepo, run: &Run) {
+    assert!(
+        run.stderr
+            .contains("first boot on shellbox-1.example.com roles ['web']"),
+        "{}",
+        run.stderr
+    );
+    let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
+    assert!(config.contains("roles = [\"web\"]"), "{config}");
+    let remote = common::clean_command("git", &node.home())
+        .arg("--git-dir")
+        .arg(node.lib().join("repo/main.git"))
+        .args(["remote", "get-url", "origin"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&remote.stdout).trim(),
+        origin.path_str()
+    );
+    let timer = fs::read_to_string(
+        node.root()
+            .join("etc/systemd/system/troops-pull.timer.d/troops-seed.conf"),
+    )
+    .unwrap();
+    assert!(timer.contains("OnUnitActiveSec=30min"), "{timer}");
+    assert!(node.lib().join("state/seeded").exists());
+    let status = node.status_json();
+    assert_eq!(status["commit"], origin.head().as_str());
+    assert_eq!(status["history"][0]["trigger"], "seed");
+}
+
+#[test]
+fn seed_from_imdsv2_user_data_then_pull() {
+    let node = Node::new();
+    let origin = deployment();
+    let imds = Imds::serve(cloud_config(&seed_yaml(&origin)), true);
+    let run = node.troops(["seed", "--imds-url", &imds.url]).success();
+    assert_seeded(&node, &origin, &run);
+    assert_eq!(
+        imds.tokenless.load(Ordering::SeqCst),
+        0,
+        "asked IMDSv1-style"
+    );
+    let requests = imds.requests.lock().unwrap().clone();
+    assert!(
+        requests[0].starts_with("PUT /latest/api/token"),
+        "{requests:?}"
+    );
+
+    // Seeding again changes nothing and deploys nothing new.
+    let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
+    let run = node.troops(["seed", "--imds-url", &imds.url]).success();
+    assert!(run.stderr.contains("pull: nothing new"), "{}", run.stderr);
+    assert_eq!(
+        fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap(),
+        config
+    );
+    assert_eq!(node.status_json()["history"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn seed_from_a_nocloud_seed() {
+    let node = Node::new();
+    let origin = deployment();
+    let dir = node.root().join("var/lib/cloud/seed/nocloud");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("user-data"), cloud_config(&seed_yaml(&origin))).unwrap();
+    let run = node.troops(["seed"]).success();
+    assert_seeded(&node, &origin, &run);
+}
+
+#[test]
+fn seed_from_a_preseed_written_file() {
+    let node = Node::new();
+    let origin = deployment();
+    let etc = node.root().join("etc/troops");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("seed.yaml"), seed_yaml(&origin)).unwrap();
+    let run = node.troops(["seed"]).success();
+    assert_seeded(&node, &origin, &run);
+}
+
+#[test]
+fn no_seed_anywhere_is_not_an_error_and_imds_is_not_asked_off_ec2() {
+    let node = Node::new();
+    let started = std::time::Instant::now();
+    let run = node.troops(["seed"]).success();
+    assert!(
+        run.stderr.contains("no seed configuration found"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!node.lib().join("state/seeded").exists());
+}
+
+#[test]
+fn malformed_and_hostile_user_data_is_rejected_with_nothing_applied() {
+    let cases = [
+        (
+            "troops:\n  remotes:\n    - {name: origin, url: '--upload-pack=touch /tmp/pwned'}\n",
+            "troops.remotes[0].url",
+        ),
+        (
+            "troops:\n  remotes:\n    - {name: origin, url: 'ext::sh -c touch% /tmp/pwned'}\n",
+            "troops.remotes[0].url",
+        ),
+        (
+            "troops:\n  roles: [web]\n  pull_interval: '5min\\nExecStart=/bin/evil'\n",
+            "troops.pull_interval",
+        ),
+        ("troops:\n  roles: [web]\n  sudo: everyone\n", "troops.sudo"),
+        ("troops:\n  roles: web\n", "troops.roles"),
+        ("troops: [\n", "troops"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+            "troops",
+        ),
+    ];
+    for (text, key) in cases {
+        let node = Node::new();
+        let path = node.root().join("seed.yaml");
+        fs::write(&path, text).unwrap();
+        let run = node
+            .troops(["seed", "--file", path.to_str().unwrap()])
+            .failure();
+        assert!(
+            run.stderr.contains("invalid seed"),
+            "{text}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("`{key}")),
+            "{text}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("nothing was applied"), "{}", run.stderr);
+        assert!(
+            !node.root().join("etc/troops/troops.toml").exists(),
+            "{text}"
+        );
+        assert!(!node.lib().join("state/seeded").exists(), "{text}");
+        assert!(!node.lib().join("repo/main.git").exists(), "{text}");
+        assert!(!std::path::Path::new("/tmp/pwned").exists());
+    }
+}
