@@ -91,7 +91,13 @@ fn build(
         }
         None => {
             let mut cmd = Command::new(python);
-            cmd.args(["-m", "venv", "--"]).arg(dir.path());
+            cmd.args(["-m", "venv"]);
+            // pip only installs requirements; without any, leaving it out
+            // makes the virtualenv in a tenth of a second instead of seconds.
+            if !has_requirements(reqs) {
+                cmd.arg("--without-pip");
+            }
+            cmd.arg("--").arg(dir.path());
             cmd
         }
     };
