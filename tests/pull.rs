@@ -24,37 +24,6 @@ fn runs(node: &Node) -> Vec<String> {
         .collect()
 }
 
-fn node_git(node: &Node, args: &[&str]) -> String {
-    let out = common::clean_command("git", &node.home())
-        .arg("--git-dir")
-        .arg(node.lib().join("repo/main.git"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn add_remote(node: &Node, name: &str, url: &str) {
-    node_git(node, &["remote", "add", name, url]);
-}
-
-fn branch(node: &Node) -> Option<String> {
-    let out = common::clean_command("git", &node.home())
-        .arg("--git-dir")
-        .arg(node.lib().join("repo/main.git"))
-        .args(["rev-parse", "--verify", "--quiet", "refs/heads/master"])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 fn pull_json(node: &Node) -> (Run, serde_json::Value) {
     let run = node.troops(["pull", "--json"]);
     let json = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
@@ -80,7 +49,7 @@ fn init_node() -> Node {
 fn pull_deploys_a_new_commit_then_finds_nothing_without_starting_python() {
     let node = init_node();
     let origin = DeployRepo::with(&marker_deploy(&node, "one"));
-    add_remote(&node, "origin", &origin.path_str());
+    node.add_remote("origin", &origin.path_str());
 
     let (run, json) = pull_json(&node);
     let run = run.success();
@@ -91,7 +60,7 @@ fn pull_deploys_a_new_commit_then_finds_nothing_without_starting_python() {
     )));
     assert_eq!(json["result"], "deployed");
     assert_eq!(outcome(&json, "origin")["outcome"], "deployed");
-    assert_eq!(branch(&node), Some(origin.head()));
+    assert_eq!(node.branch(), Some(origin.head()));
     let status = node.status_json();
     assert_eq!(status["commit"], origin.head().as_str());
     assert_eq!(status["history"][0]["trigger"], "pull");
@@ -143,11 +112,11 @@ fn pull_deploys_a_new_commit_then_finds_nothing_without_starting_python() {
 fn diverged_remote_is_skipped_while_another_deploys() {
     let node = init_node();
     let good = DeployRepo::with(&marker_deploy(&node, "base"));
-    add_remote(&node, "good", &good.path_str());
+    node.add_remote("good", &good.path_str());
     node.troops(["pull"]).success();
 
     let rogue = DeployRepo::with(&marker_deploy(&node, "rogue"));
-    add_remote(&node, "rogue", &rogue.path_str());
+    node.add_remote("rogue", &rogue.path_str());
     good.commit(&[("deploy.py", &marker_deploy(&node, "next"))]);
     let (run, json) = pull_json(&node);
     let run = run.success();
@@ -160,13 +129,13 @@ fn diverged_remote_is_skipped_while_another_deploys() {
     assert_eq!(outcome(&json, "rogue")["reason"], "diverged");
     assert_eq!(outcome(&json, "good")["outcome"], "deployed");
     assert_eq!(runs(&node), ["base", "next"]);
-    assert_eq!(branch(&node), Some(good.head()));
+    assert_eq!(node.branch(), Some(good.head()));
 }
 
 #[test]
 fn unreachable_remote_is_a_warning_unless_it_is_the_only_one() {
     let node = init_node();
-    add_remote(&node, "gone", "/nonexistent/deploy.git");
+    node.add_remote("gone", "/nonexistent/deploy.git");
     let (run, json) = pull_json(&node);
     let run = run.failure();
     assert!(run.stderr.contains("cannot fetch `gone`"), "{}", run.stderr);
@@ -179,7 +148,7 @@ fn unreachable_remote_is_a_warning_unless_it_is_the_only_one() {
     assert_eq!(outcome(&json, "gone")["outcome"], "failed");
 
     let origin = DeployRepo::with(&marker_deploy(&node, "one"));
-    add_remote(&node, "origin", &origin.path_str());
+    node.add_remote("origin", &origin.path_str());
     let (run, json) = pull_json(&node);
     run.success();
     assert_eq!(json["result"], "deployed");
@@ -190,7 +159,7 @@ fn unreachable_remote_is_a_warning_unless_it_is_the_only_one() {
 fn failing_deploy_is_retried_and_a_fix_is_deployed() {
     let node = init_node();
     let origin = DeployRepo::with(&marker_deploy(&node, "good"));
-    add_remote(&node, "origin", &origin.path_str());
+    node.add_remote("origin", &origin.path_str());
     node.troops(["pull"]).success();
     let good = origin.head();
 
@@ -210,14 +179,14 @@ fn failing_deploy_is_retried_and_a_fix_is_deployed() {
                 .unwrap()
                 .contains("deploy.py exited with status 1")
         );
-        assert_eq!(branch(&node), Some(good.clone()), "attempt {attempt}");
+        assert_eq!(node.branch(), Some(good.clone()), "attempt {attempt}");
         assert_eq!(node.status_json()["history"][0]["result"], "failure");
     }
     assert_eq!(node.status_json()["history"].as_array().unwrap().len(), 3);
 
     origin.commit(&[("deploy.py", &marker_deploy(&node, "fixed"))]);
     node.troops(["pull"]).success();
-    assert_eq!(branch(&node), Some(origin.head()));
+    assert_eq!(node.branch(), Some(origin.head()));
     assert_eq!(runs(&node), ["good", "fixed"]);
 }
 
@@ -228,8 +197,8 @@ fn the_newer_of_two_linear_remotes_is_deployed() {
     let newer = DeployRepo::new();
     newer.git(&["pull", "--quiet", &older.path_str(), "master"]);
     newer.commit(&[("deploy.py", &marker_deploy(&node, "newer"))]);
-    add_remote(&node, "a-older", &older.path_str());
-    add_remote(&node, "b-newer", &newer.path_str());
+    node.add_remote("a-older", &older.path_str());
+    node.add_remote("b-newer", &newer.path_str());
     let (run, json) = pull_json(&node);
     let run = run.success();
     assert_eq!(runs(&node), ["newer"]);
@@ -246,7 +215,7 @@ fn the_newer_of_two_linear_remotes_is_deployed() {
 fn a_push_racing_a_pull_is_refused_with_a_reason_and_nothing_is_lost() {
     let node = init_node();
     let origin = DeployRepo::with(&marker_deploy(&node, "base"));
-    add_remote(&node, "origin", &origin.path_str());
+    node.add_remote("origin", &origin.path_str());
     node.troops(["pull"]).success();
     let pusher = DeployRepo::new();
     pusher.git(&["pull", "--quiet", &origin.path_str(), "master"]);
@@ -289,7 +258,7 @@ fn a_push_racing_a_pull_is_refused_with_a_reason_and_nothing_is_lost() {
         "{}",
         push.stderr
     );
-    assert_eq!(branch(&node), Some(origin.head()));
+    assert_eq!(node.branch(), Some(origin.head()));
     assert_eq!(node.status_json()["commit"], origin.head().as_str());
     assert_eq!(runs(&node), ["base", "pulled"]);
 }
@@ -298,7 +267,7 @@ fn a_push_racing_a_pull_is_refused_with_a_reason_and_nothing_is_lost() {
 fn rollout_holds_back_nodes_outside_the_fraction() {
     let node = init_node();
     let origin = DeployRepo::with(&marker_deploy(&node, "base"));
-    add_remote(&node, "origin", &origin.path_str());
+    node.add_remote("origin", &origin.path_str());
     node.troops(["pull"]).success();
     origin.commit(&[
         ("deploy.py", &marker_deploy(&node, "next")),

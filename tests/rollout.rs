@@ -10,13 +10,7 @@ fn fleet(origin: &DeployRepo) -> Vec<Node> {
             let mut node = Node::new();
             node.hostname = format!("node-{i}.example.com");
             node.troops(["init"]).success();
-            let out = common::clean_command("git", &node.home())
-                .arg("--git-dir")
-                .arg(node.lib().join("repo/main.git"))
-                .args(["remote", "add", "origin", &origin.path_str()])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
+            node.add_remote("origin", &origin.path_str());
             node
         })
         .collect()

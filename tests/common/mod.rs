@@ -139,6 +139,28 @@ impl Node {
             .count()
     }
 
+    /// git on the node's repository.
+    pub fn git(&self, args: &[&str]) -> Run {
+        let out = clean_command("git", &self.home())
+            .arg("--git-dir")
+            .arg(self.lib().join("repo/main.git"))
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
+    /// Adds a remote to the node's repository.
+    pub fn add_remote(&self, name: &str, url: &str) {
+        self.git(&["remote", "add", name, url]).success();
+    }
+
+    /// The commit the node's deploy branch names, if any.
+    pub fn branch(&self) -> Option<String> {
+        let run = self.git(&["rev-parse", "--verify", "--quiet", "refs/heads/master"]);
+        (run.code == Some(0)).then(|| run.stdout.trim().to_owned())
+    }
+
     pub fn write_config(&self, text: &str) {
         let etc = self.root().join("etc/troops");
         fs::create_dir_all(&etc).unwrap();
