@@ -99,6 +99,7 @@ fn pre_receive(node: &Node) -> Result<()> {
         .read_to_string(&mut input)
         .context("cannot read the pushed refs")?;
     let (header, updates) = parse_input(&input)?;
+    check_run_by_receive_pack(header.receive_pack)?;
     let config = Config::load(node)?;
     let branch_ref = format!("refs/heads/{}", config.branch());
     let Some(update) = updates.iter().find(|u| u.refname == branch_ref) else {
@@ -169,6 +170,45 @@ fn parse_input(input: &str) -> Result<(Header, Vec<Update>)> {
     }
     let updates = lines.map(parse_update).collect::<Result<_>>()?;
     Ok((header, updates))
+}
+
+/// The hook input is only believed when it comes from a push: the pid it
+/// names must be a `git receive-pack` among our ancestors. A member running
+/// the sudo-allowed command by hand (to deploy an arbitrary commit without
+/// moving the branch, or to hold the lock) is refused.
+fn check_run_by_receive_pack(claimed: Option<i32>) -> Result<()> {
+    let refuse = || {
+        UserError::new("`troops hook pre-receive` only runs for a push")
+            .hint("push to the node's repository instead, or run `troops deploy`")
+    };
+    let claimed = claimed.ok_or_else(refuse)?;
+    let mut pid = nix::unistd::getppid().as_raw();
+    for _ in 0..8 {
+        if pid == claimed {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            return match cmdline.contains("receive-pack") {
+                true => Ok(()),
+                false => Err(refuse().into()),
+            };
+        }
+        pid = match parent_of(pid) {
+            Some(parent) if parent > 1 => parent,
+            _ => break,
+        };
+    }
+    Err(refuse().into())
+}
+
+/// The parent pid from /proc/PID/stat (the field after the `(comm)`).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn parse_update(line: &str) -> Result<Update> {

@@ -111,6 +111,30 @@ fn users_outside_the_group_cannot_push() {
 }
 
 #[test]
+fn the_hook_command_refuses_input_that_is_not_a_push() {
+    let client = Client::new();
+    let node = SshNode::start("shellbox-8.example.com", &client);
+    let repo = DeployRepo::with(&version(1));
+    client.push(&node, "alice", repo.path(), &[]).success();
+    let zero = "0".repeat(40);
+    // A member may run the hook command through sudo, but not to deploy a
+    // commit of their choosing without a push.
+    let script = format!(
+        "printf 'quarantine \\npid 1\\n\\n{zero} {} refs/heads/master\\n' | sudo -n {} --root / hook pre-receive",
+        repo.head(),
+        node.troops()
+    );
+    let run = client.ssh(&node, "alice", &[&script]);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr.contains("only runs for a push"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.status()["history"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn rollback_by_forced_push_and_branch_rules() {
     let client = Client::new();
     let node = SshNode::start("shellbox-4.example.com", &client);
