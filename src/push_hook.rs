@@ -315,15 +315,25 @@ fn unsafe_setsid(cmd: &mut Command) {
 
 /// Keeps the inherited lock until git has moved `refname` to `new`.
 fn hold_lock(node: &Node, fd: i32, refname: &str, new: &str, pid: i32) -> Result<()> {
-    let _ = fd; // The lock is held by the inherited descriptor; it ends with us.
+    use std::os::fd::FromRawFd;
+    // The lock lives in the inherited descriptor; closing it releases it.
+    let open = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+    let expected = std::fs::canonicalize(node.lock_file()).ok();
+    if open.is_none() || open != expected {
+        bail!("descriptor {fd} is not the node's deploy lock");
+    }
+    // SAFETY: the descriptor is open on the lock file (checked above), and
+    // nothing else in this process owns it.
+    let lock = unsafe { std::fs::File::from_raw_fd(fd) };
     let repo = node.repo();
     let started = Instant::now();
-    while started.elapsed() < KEEP_LOCK_AT_MOST {
-        if ref_value(&repo, refname).as_deref() == Some(new) || !alive(pid) {
-            return Ok(());
-        }
+    while started.elapsed() < KEEP_LOCK_AT_MOST
+        && ref_value(&repo, refname).as_deref() != Some(new)
+        && alive(pid)
+    {
         std::thread::sleep(POLL);
     }
+    drop(lock);
     Ok(())
 }
 
