@@ -4,7 +4,8 @@
 //! namespace (and so every process in it); its mounts vanish with it.
 //!
 //! Needs root, `unshare`, sshd and sudo. The mount points /var/lib/troops and
-//! /etc/troops are created (empty) on the host if missing.
+//! /etc/troops (and, for `NodeOptions::wheels`, /usr/share/troops/wheels)
+//! are created (empty) on the host if missing.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -128,9 +129,28 @@ fn keygen(path: &Path) {
     assert!(out.status.success());
 }
 
+/// Optional extras for a node (`SshNode::start_with`); the default is what
+/// `SshNode::start` gives.
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Give the node its own /srv (empty, owned by alice, 0755), so that
+    /// workloads on different nodes do not collide.
+    pub srv: bool,
+    /// Wheel files the node sees in /usr/share/troops/wheels (the package's
+    /// bundled wheels). The mount point is created on the host if missing.
+    pub wheels: Vec<PathBuf>,
+    /// Serve SFTP (`Subsystem sftp internal-sftp`), as a stock sshd does.
+    pub sftp: bool,
+}
+
 impl SshNode {
     /// Starts a node named `hostname` that `client`'s users can reach.
     pub fn start(hostname: &str, client: &Client) -> SshNode {
+        SshNode::start_with(hostname, client, &NodeOptions::default())
+    }
+
+    /// As `start`, with the extras in `options`.
+    pub fn start_with(hostname: &str, client: &Client, options: &NodeOptions) -> SshNode {
         let n = NEXT_ADDRESS.fetch_add(1, Ordering::SeqCst);
         let addr = Ipv4Addr::new(127, 0, 0, 10 + n);
         let port = free_port(addr);
@@ -152,6 +172,22 @@ impl SshNode {
         )
         .unwrap();
         write_accounts(dir.path(), client);
+        if options.srv {
+            // node-init mounts it over /srv.
+            let srv = dir.path().join("srv");
+            fs::create_dir(&srv).unwrap();
+            let alice = USERS.iter().find(|u| u.0 == "alice").unwrap().1;
+            chown(&srv, Some(alice), Some(alice)).unwrap();
+            fs::set_permissions(&srv, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        if !options.wheels.is_empty() {
+            // node-init mounts it over /usr/share/troops/wheels.
+            let wheels = dir.path().join("wheels");
+            fs::create_dir(&wheels).unwrap();
+            for wheel in &options.wheels {
+                fs::copy(wheel, wheels.join(wheel.file_name().unwrap())).unwrap();
+            }
+        }
         fs::write(
             dir.path().join("etc/hosts"),
             format!("127.0.0.1 localhost\n{addr} {hostname}\n"),
@@ -160,6 +196,12 @@ impl SshNode {
         let host_key = dir.path().join("etc/ssh/host_key");
         keygen(&host_key);
         write_sshd_config(dir.path(), addr, port, &host_key);
+        if options.sftp {
+            let config = dir.path().join("etc/ssh/sshd_config");
+            let mut text = fs::read_to_string(&config).unwrap();
+            text.push_str("Subsystem sftp internal-sftp\n");
+            fs::write(config, text).unwrap();
+        }
         let public = fs::read_to_string(host_key.with_extension("pub")).unwrap();
         let mut known = fs::OpenOptions::new()
             .append(true)

@@ -1,0 +1,695 @@
+//! The same workload applied to N namespaced nodes by Troops and its peers.
+//!
+//! The workload is a directory (0755) and K files with given content and
+//! modes under the node's own /srv. It is applied to N nodes (the tests'
+//! namespaced sshd nodes on loopback, each with its own /srv) by:
+//!
+//! - `troops push --canary 100% --parallel N` of a deployment whose deploy.py
+//!   (bench/fleet/troops_deploy.py) uses PyDebianAdmin's `files` helpers, with
+//!   the wheel bundled on the nodes (/usr/share/troops/wheels);
+//! - ansible-playbook (ansible-core from PyPI, bench/fleet/playbook.yml):
+//!   pipelining on, ControlMaster/ControlPersist as ansible's defaults, no
+//!   fact gathering, forks = N;
+//! - pyinfra (from PyPI, bench/fleet/pyinfra_deploy.py), --parallel N;
+//! - the floor: `ssh NODE python3 -c SCRIPT` per node, all at once
+//!   (bench/fleet/floor.py with the workload inlined).
+//!
+//! All connect as alice through the same ssh configuration (Host aliases
+//! fleet-1..fleet-8). Each tool gets its own directory per (K, N), so its
+//! first run really creates everything. Then the no-change run: for Troops a
+//! new commit whose workload is unchanged (a comment edit), so every file is
+//! checked again; for the peers the same command again. Pushing the same
+//! commit once more (nothing to deploy) is a row of its own, as is the
+//! no-change push with the default rollout (canary 1, then doubling waves).
+//! Every run is verified on every node: the directory and each file's content
+//! and mode, and after a no-change run the same inode, mtime and ctime for
+//! every file (nothing rewritten or touched).
+//!
+//! Before timing, one push of a one-file workload builds each node's
+//! virtualenv (cached by requirements.txt); its time is printed apart.
+//!
+//! Needs root (the nodes), python3-venv and PyPI for the peers, which are
+//! installed once into target/bench-fleet/tools by bench/fleet/setup-tools.
+//!
+//! ```text
+//! cargo bench --bench fleet                      # K in {10, 100}, N in {1, 4, 8}
+//! cargo bench --bench fleet -- --quick           # K=10, N=1
+//! cargo bench --bench fleet -- --k 100 --n 1,8 --tools troops,pyinfra,floor --runs 3
+//! ```
+//!
+//! FLEET_K, FLEET_N, FLEET_TOOLS and FLEET_RUNS do the same as the options.
+//! --runs R repeats each no-change run R times and reports the median.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Client, NodeOptions, SshNode};
+use common::{DeployRepo, clean_command};
+use serde_json::json;
+
+const TOOLS: &[&str] = &["troops", "ansible", "pyinfra", "floor"];
+const DIR_MODE: &str = "0755";
+const FILE_MODES: &[&str] = &["0644", "0640", "0600", "0664"];
+
+struct Options {
+    ks: Vec<usize>,
+    ns: Vec<usize>,
+    tools: Vec<String>,
+    runs: usize,
+}
+
+fn list(text: &str) -> Vec<usize> {
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {v}"))
+        })
+        .collect()
+}
+
+fn options() -> Options {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut o = Options {
+        ks: env("FLEET_K").map_or(vec![10, 100], |v| list(&v)),
+        ns: env("FLEET_N").map_or(vec![1, 4, 8], |v| list(&v)),
+        tools: env("FLEET_TOOLS").map_or(TOOLS.iter().map(|t| t.to_string()).collect(), |v| {
+            v.split(',').map(str::to_owned).collect()
+        }),
+        runs: env("FLEET_RUNS").map_or(1, |v| v.parse().unwrap()),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = || {
+            args.get(i + 1)
+                .unwrap_or_else(|| panic!("{} needs a value", args[i]))
+                .clone()
+        };
+        match args[i].as_str() {
+            "--quick" => {
+                o.ks = vec![10];
+                o.ns = vec![1];
+            }
+            "--k" => {
+                o.ks = list(&value());
+                i += 1;
+            }
+            "--n" => {
+                o.ns = list(&value());
+                i += 1;
+            }
+            "--tools" => {
+                o.tools = value().split(',').map(str::to_owned).collect();
+                i += 1;
+            }
+            "--runs" => {
+                o.runs = value().parse().unwrap();
+                i += 1;
+            }
+            // cargo bench passes --bench; anything else is a mistake.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other}; use --quick, --k LIST, --n LIST, --tools LIST, --runs R"
+            ),
+        }
+        i += 1;
+    }
+    for tool in &o.tools {
+        assert!(TOOLS.contains(&tool.as_str()), "unknown tool {tool}");
+    }
+    assert!(o.runs >= 1);
+    assert!(o.ns.iter().all(|&n| (1..=8).contains(&n)), "N is 1 to 8");
+    o
+}
+
+fn top() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workload for one tool at one (K, N), as every tool reads it.
+fn workload(dir: &str, k: usize) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = (0..k)
+        .map(|i| {
+            let mut content = format!("# fleet benchmark file {i}\n");
+            for j in 0..16 {
+                writeln!(content, "option_{j} = value-{i}-{j}").unwrap();
+            }
+            json!({
+                "name": format!("file-{i:03}.conf"),
+                "content": content,
+                "mode": FILE_MODES[i % FILE_MODES.len()],
+            })
+        })
+        .collect();
+    json!({"dir": dir, "dir_mode": DIR_MODE, "files": files})
+}
+
+/// (inode, mtime, ctime) of each file, in workload order.
+type Snapshot = Vec<(u64, i64, i64, i64, i64)>;
+
+/// Checks the workload on `node` (read from the host through the node's srv)
+/// and returns what identifies each file's current version.
+fn verify(node: &SshNode, work: &serde_json::Value) -> Result<Snapshot, String> {
+    let srv = node.dir.path().join("srv");
+    let dir = srv.join(work["dir"].as_str().unwrap().trim_start_matches("/srv/"));
+    let mode = |m: &serde_json::Value| u32::from_str_radix(m.as_str().unwrap(), 8).unwrap();
+    let meta = fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.mode() & 0o7777 != mode(&work["dir_mode"]) {
+        return Err(format!(
+            "{}: mode {:o}",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut snapshot = Vec::new();
+    for file in work["files"].as_array().unwrap() {
+        let path = dir.join(file["name"].as_str().unwrap());
+        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() || meta.mode() & 0o7777 != mode(&file["mode"]) {
+            return Err(format!(
+                "{} on {}: mode {:o}, want {}",
+                path.display(),
+                node.hostname,
+                meta.mode() & 0o7777,
+                file["mode"]
+            ));
+        }
+        let content = fs::read(&path).unwrap();
+        if content != file["content"].as_str().unwrap().as_bytes() {
+            return Err(format!(
+                "{} on {}: wrong content",
+                path.display(),
+                node.hostname
+            ));
+        }
+        snapshot.push((
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ));
+    }
+    Ok(snapshot)
+}
+
+struct Bench {
+    client: Client,
+    nodes: Vec<SshNode>,
+    /// `ssh -F CONFIG`, the configuration naming fleet-1.. for alice.
+    ssh: String,
+    config: PathBuf,
+    work: tempfile::TempDir,
+    tools: PathBuf,
+    repo: DeployRepo,
+    commits: usize,
+}
+
+impl Bench {
+    fn aliases(&self, n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("fleet-{i}")).collect()
+    }
+
+    fn write_workload(&self, name: &str, work: &serde_json::Value) -> PathBuf {
+        let path = self.work.path().join(format!("{name}.json"));
+        fs::write(&path, serde_json::to_string_pretty(work).unwrap()).unwrap();
+        path
+    }
+
+    /// Commits the Troops deployment of `work` (with a comment that differs
+    /// each time, so each call makes a new commit of the same workload).
+    fn troops_commit(&mut self, work: &serde_json::Value) -> String {
+        self.commits += 1;
+        let deploy = fs::read_to_string(top().join("bench/fleet/troops_deploy.py")).unwrap();
+        let deploy = format!("{deploy}\n# commit {}\n", self.commits);
+        self.repo.commit(&[
+            ("deploy.py", &deploy),
+            ("requirements.txt", "PyDebianAdmin\n"),
+            (
+                "workload.json",
+                &serde_json::to_string_pretty(work).unwrap(),
+            ),
+        ])
+    }
+
+    fn troops_push(&self, n: usize, canary: Option<&str>) -> Duration {
+        let mut cmd = clean_command(env!("CARGO_BIN_EXE_troops"), self.client.dir.path());
+        cmd.env("GIT_SSH_COMMAND", &self.ssh)
+            .arg("push")
+            .arg("--repository")
+            .arg(self.repo.path())
+            .arg("--log-dir")
+            .arg(self.work.path().join("troops-logs"))
+            .arg("--json")
+            .args(["--parallel", &n.to_string()]);
+        if let Some(canary) = canary {
+            cmd.args(["--canary", canary]);
+        }
+        cmd.args(self.aliases(n));
+        let (elapsed, out) = timed(cmd);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            out.status.success() && json["result"] == "success",
+            "troops push failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+
+    fn ansible(&self, n: usize, workload: &Path) -> Duration {
+        let inventory = self.work.path().join(format!("ansible-{n}.ini"));
+        fs::write(&inventory, self.aliases(n).join("\n") + "\n").unwrap();
+        let cfg = self.work.path().join(format!("ansible-{n}.cfg"));
+        fs::write(
+            &cfg,
+            format!(
+                "[defaults]\nforks = {n}\nhost_key_checking = True\n\
+                 interpreter_python = /usr/bin/python3\nretry_files_enabled = False\n\
+                 local_tmp = {tmp}/ansible-local\n\
+                 [ssh_connection]\npipelining = True\n\
+                 ssh_args = -F {config} -o ControlMaster=auto -o ControlPersist=60s\n\
+                 control_path_dir = {tmp}/ansible-cp\n",
+                tmp = self.work.path().display(),
+                config = self.config.display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = clean_command(
+            self.tools.join("ansible-core/bin/ansible-playbook"),
+            self.client.dir.path(),
+        );
+        cmd.env("ANSIBLE_CONFIG", &cfg)
+            .env("LC_ALL", "C.UTF-8")
+            .arg("-i")
+            .arg(&inventory)
+            .arg("-e")
+            .arg(format!("@{}", workload.display()))
+            .arg(top().join("bench/fleet/playbook.yml"));
+        let (elapsed, out) = timed(cmd);
+        assert!(
+            out.status.success(),
+            "ansible-playbook failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+
+    fn pyinfra(&self, n: usize, workload: &Path) -> Duration {
+        let inventory = self.work.path().join(format!("pyinfra_inventory_{n}.py"));
+        let mut hosts = String::from("hosts = [\n");
+        for alias in self.aliases(n) {
+            writeln!(
+                hosts,
+                "    ({alias:?}, {{\"ssh_config_file\": {config:?}, \"ssh_strict_host_key_checking\": \"yes\", \
+                 \"ssh_known_hosts_file\": {known:?}}}),",
+                config = self.config.display().to_string(),
+                known = self.client.dir.path().join("known_hosts").display().to_string(),
+            )
+            .unwrap();
+        }
+        hosts.push_str("]\n");
+        fs::write(&inventory, hosts).unwrap();
+        let mut cmd = clean_command(
+            self.tools.join("pyinfra/bin/pyinfra"),
+            self.client.dir.path(),
+        );
+        cmd.env("FLEET_WORKLOAD", workload)
+            .env("LC_ALL", "C.UTF-8")
+            .current_dir(self.work.path())
+            .args(["-y", "--parallel", &n.to_string()])
+            .arg(&inventory)
+            .arg(top().join("bench/fleet/pyinfra_deploy.py"));
+        let (elapsed, out) = timed(cmd);
+        assert!(
+            out.status.success(),
+            "pyinfra failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+
+    fn floor(&self, n: usize, work: &serde_json::Value) -> Duration {
+        let script = format!(
+            "WORKLOAD = {}\n{}",
+            serde_json::to_string(work).unwrap(),
+            fs::read_to_string(top().join("bench/fleet/floor.py")).unwrap()
+        );
+        let remote = format!("python3 -c {}", shell_quote(&script));
+        let started = Instant::now();
+        let children: Vec<_> = self
+            .aliases(n)
+            .iter()
+            .map(|alias| {
+                let mut cmd = clean_command("ssh", self.client.dir.path());
+                cmd.args(self.ssh.split(' ').skip(1))
+                    .arg(alias)
+                    .arg(&remote)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let elapsed = started.elapsed();
+        for out in outputs {
+            assert!(
+                out.status.success(),
+                "floor failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        elapsed
+    }
+
+    fn verify_all(&self, n: usize, work: &serde_json::Value, what: &str) -> Vec<Snapshot> {
+        self.nodes[..n]
+            .iter()
+            .map(|node| verify(node, work).unwrap_or_else(|e| panic!("{what}: {e}")))
+            .collect()
+    }
+
+    fn verify_unchanged(
+        &self,
+        n: usize,
+        work: &serde_json::Value,
+        before: &[Snapshot],
+        what: &str,
+    ) {
+        let after = self.verify_all(n, work, what);
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            let changed = b.iter().zip(a).filter(|(x, y)| x != y).count();
+            assert_eq!(
+                changed, 0,
+                "{what}: {changed} file(s) rewritten or touched on {}",
+                self.nodes[i].hostname
+            );
+        }
+    }
+}
+
+fn timed(mut cmd: Command) -> (Duration, std::process::Output) {
+    cmd.stdin(Stdio::null());
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    (started.elapsed(), out)
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Results: (K, N, row) -> (first, no-change).
+type Table = BTreeMap<(usize, usize, usize), (Option<Duration>, Option<Duration>)>;
+
+const ROWS: &[&str] = &[
+    "troops push",
+    "troops push, same commit again",
+    "troops push, default waves (canary 1)",
+    "ansible-playbook",
+    "pyinfra",
+    "floor (ssh python3 -c)",
+];
+
+fn main() {
+    let o = options();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the fleet benchmark starts namespaced nodes: run it as root"
+    );
+    let tools = top().join("target/bench-fleet/tools");
+    if o.tools.iter().any(|t| t == "ansible" || t == "pyinfra") {
+        eprintln!(
+            "fleet: making the peers' virtualenvs in {} (once)",
+            tools.display()
+        );
+        let status = Command::new(top().join("bench/fleet/setup-tools"))
+            .arg(&tools)
+            .status()
+            .unwrap();
+        assert!(status.success(), "bench/fleet/setup-tools failed");
+    }
+
+    // The PyDebianAdmin wheel, bundled on the nodes as the package does.
+    let wheels = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .arg(top().join("python/pydebianadmin/build_wheel.py"))
+        .arg(wheels.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the PyDebianAdmin wheel failed");
+    let wheel_files: Vec<PathBuf> = fs::read_dir(wheels.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Declared before the nodes, so dropped after them, even on a panic.
+    let _share = ShareTroops {
+        made: !Path::new("/usr/share/troops").exists(),
+    };
+
+    let max_n = *o.ns.iter().max().unwrap();
+    let client = Client::new();
+    eprintln!("fleet: starting {max_n} node(s)");
+    let node_options = NodeOptions {
+        srv: true,
+        wheels: wheel_files,
+        sftp: true,
+    };
+    let nodes: Vec<SshNode> = (1..=max_n)
+        .map(|i| SshNode::start_with(&format!("fleet-{i}.example.com"), &client, &node_options))
+        .collect();
+    let aliases: Vec<(String, &SshNode)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (format!("fleet-{}", i + 1), node))
+        .collect();
+    let aliases: Vec<(&str, &SshNode)> = aliases.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    let ssh = client.ssh_with_aliases("alice", &aliases);
+    let config = PathBuf::from(ssh.trim_start_matches("ssh -F "));
+    let mut bench = Bench {
+        client,
+        nodes,
+        ssh,
+        config,
+        work: tempfile::tempdir().unwrap(),
+        tools,
+        repo: DeployRepo::new(),
+        commits: 0,
+    };
+
+    let mut table = Table::new();
+    let mut notes = Vec::new();
+    if o.tools.iter().any(|t| t == "troops") {
+        // Builds each node's virtualenv (kept, keyed by requirements.txt).
+        let warm = workload("/srv/warmup", 1);
+        bench.troops_commit(&warm);
+        let elapsed = bench.troops_push(max_n, Some("100%"));
+        bench.verify_all(max_n, &warm, "troops warm-up");
+        notes.push(format!(
+            "troops warm-up push to {max_n} node(s), building the virtualenv (not in the table): {:.2} s",
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    for &k in &o.ks {
+        for &n in &o.ns {
+            for tool in &o.tools {
+                let name = format!("{tool}-k{k}-n{n}");
+                let work = workload(&format!("/srv/{name}"), k);
+                let path = bench.write_workload(&name, &work);
+                let all = format!("{}%", 100);
+                let run = |bench: &mut Bench| -> Duration {
+                    match tool.as_str() {
+                        "troops" => {
+                            bench.troops_commit(&work);
+                            bench.troops_push(n, Some(&all))
+                        }
+                        "ansible" => bench.ansible(n, &path),
+                        "pyinfra" => bench.pyinfra(n, &path),
+                        "floor" => bench.floor(n, &work),
+                        _ => unreachable!(),
+                    }
+                };
+                eprintln!("fleet: K={k} N={n} {tool}: first run");
+                let first = run(&mut bench);
+                let before = bench.verify_all(n, &work, &format!("{name} first run"));
+                let mut times = Vec::new();
+                for r in 0..o.runs {
+                    eprintln!("fleet: K={k} N={n} {tool}: no-change run {}", r + 1);
+                    times.push(run(&mut bench));
+                    bench.verify_unchanged(n, &work, &before, &format!("{name} no-change run"));
+                }
+                let row = match tool.as_str() {
+                    "troops" => 0,
+                    "ansible" => 3,
+                    "pyinfra" => 4,
+                    _ => 5,
+                };
+                table.insert((k, n, row), (Some(first), Some(median(times))));
+                if tool == "troops" {
+                    let mut same = Vec::new();
+                    let mut waves = Vec::new();
+                    for _ in 0..o.runs {
+                        eprintln!("fleet: K={k} N={n} troops: same commit again");
+                        same.push(bench.troops_push(n, Some(&all)));
+                        bench.verify_unchanged(n, &work, &before, &format!("{name} same commit"));
+                        eprintln!("fleet: K={k} N={n} troops: no-change run, default waves");
+                        bench.troops_commit(&work);
+                        waves.push(bench.troops_push(n, None));
+                        bench.verify_unchanged(n, &work, &before, &format!("{name} default waves"));
+                    }
+                    table.insert((k, n, 1), (None, Some(median(same))));
+                    table.insert((k, n, 2), (None, Some(median(waves))));
+                }
+            }
+        }
+    }
+
+    print_table(&o, &table, &notes);
+
+    // Dropping the nodes kills their namespaces; the peers' ssh masters
+    // (ControlPersist) end with their connections.
+}
+
+/// Removes the mount point /usr/share/troops/wheels the nodes made on the
+/// host, if it was not there before.
+struct ShareTroops {
+    made: bool,
+}
+
+impl Drop for ShareTroops {
+    fn drop(&mut self) {
+        if !self.made {
+            return;
+        }
+        // The nodes' namespaces (and their mounts) go away asynchronously.
+        for _ in 0..50 {
+            let _ = fs::remove_dir("/usr/share/troops/wheels");
+            if fs::remove_dir("/usr/share/troops").is_ok()
+                || !Path::new("/usr/share/troops").exists()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("fleet: could not remove /usr/share/troops (made for the nodes)");
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64()))
+}
+
+fn ratio(a: Option<Duration>, b: Option<Duration>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64()),
+        _ => "-".to_owned(),
+    }
+}
+
+fn print_table(o: &Options, table: &Table, notes: &[String]) {
+    println!();
+    println!(
+        "fleet benchmark: a directory and K files (content, mode) on N nodes; wall seconds; \
+         ratio = tool / troops push (same K, N, run); no-change runs: median of {}",
+        o.runs
+    );
+    println!(
+        "{:>4} {:>2}  {:<40} {:>9} {:>8} {:>10} {:>8}",
+        "K", "N", "tool", "first s", "ratio", "no-chg s", "ratio"
+    );
+    let mut last = None;
+    for (&(k, n, row), &(first, nochange)) in table {
+        if last.is_some_and(|l| l != (k, n)) {
+            println!();
+        }
+        last = Some((k, n));
+        let troops = table.get(&(k, n, 0));
+        let (tf, tn) = troops.map_or((None, None), |t| (t.0, t.1));
+        println!(
+            "{k:>4} {n:>2}  {:<40} {:>9} {:>8} {:>10} {:>8}",
+            ROWS[row],
+            secs(first),
+            if row == 0 {
+                String::new()
+            } else {
+                ratio(first, tf)
+            },
+            secs(nochange),
+            if row == 0 {
+                String::new()
+            } else {
+                ratio(nochange, tn)
+            },
+        );
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
+    // The goals (issue 7) for K=100, no-change run.
+    let get = |k, n, row| {
+        table
+            .get(&(k, n, row))
+            .and_then(|t: &(_, Option<Duration>)| t.1)
+    };
+    let secs_of = |d: Duration| d.as_secs_f64();
+    for &n in &o.ns {
+        let Some(t) = get(100, n, 0) else { continue };
+        if let Some(a) = get(100, n, 3) {
+            let r = secs_of(a) / secs_of(t);
+            println!(
+                "goal K=100 N={n} no-change: ansible / troops = {r:.1} (>= 20: {})",
+                yes(r >= 20.0)
+            );
+        }
+        if let Some(p) = get(100, n, 4) {
+            let r = secs_of(p) / secs_of(t);
+            println!(
+                "goal K=100 N={n} no-change: pyinfra / troops = {r:.1} (>= 5: {})",
+                yes(r >= 5.0)
+            );
+        }
+        if let Some(f) = get(100, n, 5) {
+            let r = secs_of(t) / secs_of(f);
+            println!(
+                "goal K=100 N={n} no-change: troops / floor = {r:.1} (<= 5: {})",
+                yes(r <= 5.0)
+            );
+        }
+    }
+    for &k in &o.ks {
+        if let (Some(one), Some(eight)) = (get(k, 1, 0), get(k, 8, 0)) {
+            let r = secs_of(eight) / secs_of(one);
+            println!(
+                "goal K={k} no-change: troops push to 8 / to 1 = {r:.2} (<= 2.5: {})",
+                yes(r <= 2.5)
+            );
+        }
+    }
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
