@@ -414,11 +414,6 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 /// Results: (K, N, row) -> (first, no-change).
 type Table = BTreeMap<(usize, usize, usize), (Option<Duration>, Option<Duration>)>;
 
@@ -546,7 +541,10 @@ fn main() {
                     "pyinfra" => 4,
                     _ => 5,
                 };
-                table.insert((k, n, row), (Some(first), Some(median(times))));
+                table.insert(
+                    (k, n, row),
+                    (Some(first), Some(common::timing::median(times))),
+                );
                 if tool == "troops" {
                     let mut same = Vec::new();
                     let mut waves = Vec::new();
@@ -559,8 +557,8 @@ fn main() {
                         waves.push(bench.troops_push(n, None));
                         bench.verify_unchanged(n, &work, &before, &format!("{name} default waves"));
                     }
-                    table.insert((k, n, 1), (None, Some(median(same))));
-                    table.insert((k, n, 2), (None, Some(median(waves))));
+                    table.insert((k, n, 1), (None, Some(common::timing::median(same))));
+                    table.insert((k, n, 2), (None, Some(common::timing::median(waves))));
                 }
             }
         }

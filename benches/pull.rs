@@ -16,13 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Client, SshNode};
-use common::{DeployRepo, Node};
+use common::{DeployRepo, Node, timing};
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(15);
+    let runs = timing::runs_from_args(15);
     let client = Client::new();
     let server = SshNode::start("git.example.com", &client);
     let repo = DeployRepo::with("print('hello')\n");
@@ -37,14 +34,7 @@ fn main() {
             )
             .success();
         let url = format!("ssh://alice@{}:{}/~/{name}.git", server.addr, server.port);
-        let out = client
-            .command("git", "alice")
-            .arg("-C")
-            .arg(repo.path())
-            .args(["push", "--quiet", &url, "master"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        client.push_to("alice", repo.path(), &url).success();
         git(&node, &client)
             .args(["remote", "add", name, &url])
             .output()
@@ -69,10 +59,16 @@ fn main() {
             "--jobs=2",
         ])));
     }
-    let (t, f) = (median(troops), median(fetch));
+    let (t, f) = (timing::median(troops), timing::median(fetch));
     println!("runs: {runs}, remotes: 2 (ssh on loopback)");
-    println!("troops pull, nothing new (median):   {:7.1} ms", ms(t));
-    println!("git fetch --all --jobs=2 (median):   {:7.1} ms", ms(f));
+    println!(
+        "troops pull, nothing new (median):   {:7.1} ms",
+        timing::ms(t)
+    );
+    println!(
+        "git fetch --all --jobs=2 (median):   {:7.1} ms",
+        timing::ms(f)
+    );
     println!(
         "ratio: {:.2} (target: at most 1.3)",
         t.as_secs_f64() / f.as_secs_f64()
@@ -96,13 +92,4 @@ fn timed(cmd: &mut Command) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -11,16 +11,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::DeployRepo;
 use common::cluster::{Client, SshNode};
+use common::{DeployRepo, timing};
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(15);
+    let runs = timing::runs_from_args(15);
     let client = Client::new();
     let node = SshNode::start("bench-1.example.com", &client);
     let repo = DeployRepo::with("import troops\nprint('hello from', troops.hostname())\n");
@@ -46,38 +43,18 @@ fn main() {
         troops.push(started.elapsed());
 
         let started = Instant::now();
-        let out = client
-            .command("git", "alice")
-            .arg("-C")
-            .arg(repo.path())
-            .args(["push", "--quiet", &plain, "master"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        client.push_to("alice", repo.path(), &plain).success();
         git.push(started.elapsed());
     }
-    let (t, g) = (median(troops), median(git));
+    let (t, g) = (timing::median(troops), timing::median(git));
     println!("runs: {runs}");
     println!(
         "push to a troops node, no-change deploy (median): {:7.1} ms",
-        ms(t)
+        timing::ms(t)
     );
     println!(
         "plain git push to a bare repository (median):     {:7.1} ms",
-        ms(g)
+        timing::ms(g)
     );
     println!("ratio: {:.2}", t.as_secs_f64() / g.as_secs_f64());
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

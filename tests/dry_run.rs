@@ -17,11 +17,7 @@ fn build_wheel(dir: &Path) {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::Run::from(out).success();
 }
 
 const MOTD: &str = r#"

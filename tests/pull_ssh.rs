@@ -21,18 +21,7 @@ fn pull_fetches_over_ssh_with_the_nodes_key() {
         .success();
     let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
     let repo = DeployRepo::with("import troops\nprint('pulled onto', troops.hostname())\n");
-    let push = client
-        .command("git", "alice")
-        .arg("-C")
-        .arg(repo.path())
-        .args(["push", "--quiet", &url, "master"])
-        .output()
-        .unwrap();
-    assert!(
-        push.status.success(),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    client.push_to("alice", repo.path(), &url).success();
     node.git(&["remote", "add", "origin", &url]).success();
 
     // Unknown host key, key not authorised: the remote is unreachable, said so.

@@ -46,11 +46,7 @@ impl Signer {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Run::from(out).success();
         Signer::Gpg(home, format!("{name}@example.com"))
     }
 

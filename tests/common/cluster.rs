@@ -104,6 +104,18 @@ impl Client {
         Run::from(cmd.output().unwrap())
     }
 
+    /// `git push --quiet URL master` from `repo`, as `user`.
+    pub fn push_to(&self, user: &str, repo: &Path, url: &str) -> Run {
+        let out = self
+            .command("git", user)
+            .arg("-C")
+            .arg(repo)
+            .args(["push", "--quiet", url, "master"])
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
     /// `git push` from `repo` to NODE's repository as `user`.
     pub fn push(&self, node: &SshNode, user: &str, repo: &Path, args: &[&str]) -> Run {
         let out = self
