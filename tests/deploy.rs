@@ -164,27 +164,13 @@ fn rev_deploys_an_older_commit() {
     let repo = DeployRepo::with("print('version one')\n");
     let first = repo.head();
     repo.commit(&[("deploy.py", "print('version two')\n")]);
-    let run = node
-        .troops([
-            "deploy",
-            "--repository",
-            &repo.path_str(),
-            "--rev",
-            "HEAD~1",
-        ])
-        .success();
+    let deploy_rev =
+        |rev: &str| node.troops(["deploy", "--repository", &repo.path_str(), "--rev", rev]);
+    let run = deploy_rev("HEAD~1").success();
     assert!(run.stderr.contains("version one"), "{}", run.stderr);
     assert_eq!(node.status_json()["commit"], first.as_str());
 
-    let run = node
-        .troops([
-            "deploy",
-            "--repository",
-            &repo.path_str(),
-            "--rev",
-            "nosuch",
-        ])
-        .failure();
+    let run = deploy_rev("nosuch").failure();
     assert!(
         run.stderr.contains("has no revision `nosuch`"),
         "{}",
