@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::deploy::{Request, deploy_commit, source_repo};
+use crate::deploy::{Request, deploy_commit, invoking_user, source_repo};
 use crate::error::UserError;
 use crate::git::{Repo, describe, short};
 use crate::history::{Trigger, write_atomically};
@@ -367,9 +367,10 @@ fn deploy_chosen(
         remote.reason = "up to date".to_owned();
         return Ok(Outcome::Nothing);
     }
+    let user = invoking_user();
     let request = Request {
         trigger,
-        user: "root",
+        user: &user,
         dry_run: false,
     };
     if let Err(e) = deploy_commit(node, config, repo, &commit, &request) {
