@@ -151,12 +151,13 @@ fn has_remotes(node: &Node) -> Result<bool> {
 /// Writes everything the seed says. Steps that can fail for outside reasons
 /// (gpg) run before anything is changed; each write replaces a whole file.
 fn apply(node: &Node, seed: &Seed, source: &str) -> Result<()> {
-    init::ensure_state(node)?;
-    let keyring = match seed.gpg_keys.is_empty() {
-        true => None,
-        false => Some(build_keyring(node, &seed.gpg_keys)?),
+    let keyring = if seed.gpg_keys.is_empty() {
+        None
+    } else {
+        Some(build_keyring(node, &seed.gpg_keys)?)
     };
     write_config(node, seed)?;
+    // Creates the layout (`init` is idempotent) with the branch just written.
     init::run(node, init::Args {})?;
     if !seed.allowed_signers.is_empty() {
         let mut text = seed.allowed_signers.join("\n");
