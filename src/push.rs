@@ -167,7 +167,6 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     .context("cannot handle Ctrl-C")?;
     let rollout = Rollout {
         args: &args,
-        repository: &args.repository,
         commit: &commit,
         log_dir: &log_dir,
         interrupts,
@@ -261,7 +260,6 @@ fn log_dir(given: Option<&Path>) -> Result<PathBuf> {
 
 struct Rollout<'a> {
     args: &'a Args,
-    repository: &'a Path,
     commit: &'a str,
     log_dir: &'a Path,
     interrupts: Arc<AtomicUsize>,
@@ -390,7 +388,7 @@ impl Rollout<'_> {
             .with_context(|| format!("cannot create `{}`", log_path.display()))?;
         let mut cmd = Command::new("git");
         cmd.arg("-C")
-            .arg(self.repository)
+            .arg(&self.args.repository)
             .args(["push", "--porcelain"])
             .args(self.args.force.then_some("--force"))
             .arg("--")
