@@ -263,6 +263,7 @@ fn attempt(
         node,
         commit,
         trigger: request.trigger.as_str(),
+        roles: &config.roles,
         dry_run: request.dry_run,
     };
     signatures::check(node, config, repo, commit)?;

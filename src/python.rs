@@ -46,11 +46,18 @@ pub struct DeployEnv<'a> {
     pub node: &'a Node,
     pub commit: &'a str,
     pub trigger: &'a str,
+    /// The roles troops.toml gives the node, checked already; passed on as
+    /// TROOPS_NODE_ROLES so the module need not parse the file again.
+    pub roles: &'a [String],
     /// Sets PYDEBIANADMIN_DRY_RUN=1: helpers report and change nothing.
     pub dry_run: bool,
 }
 
-/// `VENV/bin/python -u -m troops ARGS...` in `checkout`, with a clean environment.
+/// `python -m troops ARGS...`, without the cost of `-m` (runpy).
+const RUNNER: &str = "import sys, troops.__main__; sys.exit(troops.__main__.main(sys.argv[1:]))";
+
+/// `VENV/bin/python -u -c RUNNER ARGS...` (what `python -m troops ARGS...`
+/// does) in `checkout`, with a clean environment.
 ///
 /// The caller's `GIT_*` variables (a hook's quarantine among them) and
 /// `PYTHON*` settings never reach deploy.py.
@@ -60,7 +67,7 @@ where
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.args(["-u", "-m", "troops"])
+    cmd.args(["-u", "-c", RUNNER])
         .args(args)
         .current_dir(checkout);
     for (name, _) in std::env::vars_os() {
@@ -81,7 +88,8 @@ where
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("TROOPS_ROOT", env.node.root())
         .env("TROOPS_COMMIT", env.commit)
-        .env("TROOPS_TRIGGER", env.trigger);
+        .env("TROOPS_TRIGGER", env.trigger)
+        .env("TROOPS_NODE_ROLES", env.roles.join(" "));
     if env.dry_run {
         cmd.env("PYDEBIANADMIN_DRY_RUN", "1");
     }

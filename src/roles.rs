@@ -118,6 +118,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
         node,
         commit: &commit,
         trigger: "inspect",
+        roles: &config.roles,
         dry_run: true,
     };
     let mut cmd = python::command(

@@ -7,7 +7,22 @@ the environment they report what they would do and change nothing.
 Failures raise pydebianadmin.Error naming the thing and the cause.
 """
 
-from . import apt, debconf, files, systemd, users
 from ._core import CommandError, Error, dry_run, run
 
 __all__ = ["CommandError", "Error", "apt", "debconf", "dry_run", "files", "run", "systemd", "users"]
+
+_SUBMODULES = {"apt", "debconf", "files", "systemd", "users"}
+
+
+def __getattr__(name: str) -> object:
+    # `pydebianadmin.apt` loads apt on first use: each deploy is a fresh
+    # interpreter, and one that only manages files should not pay for the rest.
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)

@@ -8,10 +8,14 @@ anything changed.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+
+# shlex and subprocess load when a command is run or named: a deploy is a
+# fresh interpreter, and many never run a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping, Sequence
 
 DRY_RUN_VARIABLE = "PYDEBIANADMIN_DRY_RUN"
 
@@ -27,7 +31,7 @@ class CommandError(Error):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr.strip()
-        message = f"command `{shlex.join(self.argv)}` exited with status {returncode}"
+        message = f"command `{_shell_words(self.argv)}` exited with status {returncode}"
         if self.stderr:
             message += f": {self.stderr}"
         super().__init__(message)
@@ -58,6 +62,8 @@ def command(
     LC_ALL=C keeps the output we parse and the errors we pass on stable.
     With check=False the caller inspects the exit status itself.
     """
+    import subprocess
+
     full_env = {**os.environ, **(env or {}), "LC_ALL": "C"}
     try:
         completed = subprocess.run(
@@ -86,10 +92,10 @@ def run(*argv: str) -> bool:
     if not argv:
         raise Error("run: no command given")
     if dry_run():
-        report("run", f"would run {shlex.join(argv)}")
+        report("run", f"would run {_shell_words(argv)}")
         return True
     completed = command(argv)
-    report("run", f"ran {shlex.join(argv)}")
+    report("run", f"ran {_shell_words(argv)}")
     sys.stdout.write(completed.stdout)
     sys.stderr.write(completed.stderr)
     return True
@@ -102,7 +108,14 @@ def fail(area: str, what: str, cause: BaseException | str) -> Error:
     already says what was being done.
     """
     if isinstance(cause, CommandError):
-        cause = cause.stderr or f"`{shlex.join(cause.argv)}` exited with status {cause.returncode}"
+        cause = cause.stderr or f"`{_shell_words(cause.argv)}` exited with status {cause.returncode}"
     elif isinstance(cause, OSError):
         cause = cause.strerror or str(cause)
     return Error(f"{area}: cannot {what}: {cause}")
+
+
+def _shell_words(argv: Sequence[str]) -> str:
+    """argv as a shell would read it back (shlex.join)."""
+    import shlex
+
+    return shlex.join(argv)

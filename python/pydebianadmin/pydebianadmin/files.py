@@ -8,17 +8,18 @@ gets 0644 and the caller's user and group).
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import grp
 import os
 import pwd
-import secrets
 import stat
-import string
-from collections.abc import Mapping
 
 from ._core import Error, dry_run, fail, report
+
+# difflib and string load only when a diff or a template needs them: a deploy
+# is a fresh interpreter, and most runs change nothing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 StrPath = str | os.PathLike[str]
 
@@ -80,6 +81,8 @@ def template(
 
     A placeholder missing from context is an error. Otherwise as file().
     """
+    import string
+
     source = os.fspath(template)
     try:
         with open(source, encoding="utf-8") as handle:
@@ -256,6 +259,8 @@ def _print_diff(path: str, old: bytes | None, new: bytes) -> None:
     except UnicodeDecodeError:
         print("  (binary content, no diff)", flush=True)
         return
+    import difflib
+
     fromfile = path if old is not None else "/dev/null"
     diff = list(difflib.unified_diff(old_lines, new_lines, fromfile, path, lineterm=""))
     for diff_line in diff[:DIFF_MAX_LINES]:
@@ -279,8 +284,7 @@ def _write(
     gid = _gid(path, group)
     uid = uid if uid is not None else current.st_uid if current else -1
     gid = gid if gid is not None else current.st_gid if current else -1
-    directory, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    directory, temp = _temporary_beside(path)
     try:
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
@@ -292,8 +296,7 @@ def _write(
         os.rename(temp, path)
         _fsync_directory(directory)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        _remove_quietly(temp)
         raise fail("files", f"write {path}", error) from error
 
 
@@ -310,16 +313,27 @@ def _set_attributes(path: str, mode: int | None, owner: str | None, group: str |
 
 def _replace_with_symlink(path: str, target: str) -> None:
     """Create the link under a temporary name and rename it over path (atomic)."""
-    directory, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    directory, temp = _temporary_beside(path)
     try:
         os.symlink(target, temp)
         os.rename(temp, path)
         _fsync_directory(directory)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        _remove_quietly(temp)
         raise fail("files", f"make symlink {path}", error) from error
+
+
+def _temporary_beside(path: str) -> tuple[str, str]:
+    """The directory of path and an unused-looking name in it (random suffix)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return directory, os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _fsync_directory(directory: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import unittest
 import unittest.mock
@@ -41,3 +43,19 @@ class RunTest(unittest.TestCase):
             self.assertTrue(changed)
             self.assertEqual(output, f"run: would run touch {path}\n")
             self.assertFalse(path.exists())
+
+
+class PackageTest(unittest.TestCase):
+    def test_submodules_are_attributes_of_the_package(self) -> None:
+        # They load on first use, yet `import pydebianadmin` gives them all.
+        code = (
+            "import pydebianadmin as p, sys\n"
+            "loaded = 'pydebianadmin.apt' in sys.modules\n"
+            "print(loaded, p.apt.__name__, p.users.user.__module__, 'systemd' in dir(p))\n"
+            "p.nosuch\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=Path(__file__).parent.parent
+        )
+        self.assertEqual(out.stdout, "False pydebianadmin.apt pydebianadmin.users True\n", out.stderr)
+        self.assertIn("AttributeError: module 'pydebianadmin' has no attribute 'nosuch'", out.stderr)

@@ -128,6 +128,16 @@ class Roles(DeployScript):
         )
         self.assertEqual(roles, ["monitored", "web", "zeta"])
 
+    def test_roles_passed_by_troops_deploy_replace_the_file(self) -> None:
+        # troops deploy has read troops.toml already; the module then leaves
+        # the file alone (a broken one would fail the deploy otherwise).
+        self.node_config('roles = "not a list"\n')
+        self.env["TROOPS_NODE_ROLES"] = "monitored web"
+        roles = self.roles_of("import troops\n")
+        self.assertEqual(roles, ["monitored", "web"])
+        self.env["TROOPS_NODE_ROLES"] = ""
+        self.assertEqual(self.roles_of("import troops\n"), [])
+
     def test_hosts_are_sorted_and_merged(self) -> None:
         out = self.run_script(
             """
@@ -197,6 +207,41 @@ class Runner(DeployScript):
         self.assertEqual(out.returncode, 4)
         out = self.run_script("raise SystemExit('why')\n", "-m", "troops", "run", "deploy.py")
         self.assertEqual((out.returncode, out.stderr.strip()), (1, "why"))
+
+    def test_deploy_py_runs_as_main_with_its_directory_importable(self) -> None:
+        (self.dir / "helpers.py").write_text("NAME = 'from the repository'\n")
+        out = self.run_script(
+            """
+            import sys
+            import troops
+            from helpers import NAME
+            print(__name__, __file__, sys.argv, NAME)
+            @troops.deployable()
+            def later():
+                print("deployable sees", sys.modules["__main__"].__file__)
+            """,
+            "-m",
+            "troops",
+            "run",
+            "deploy.py",
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(
+            out.stdout.splitlines(),
+            [
+                "__main__ deploy.py ['deploy.py'] from the repository",
+                "troops: running later",
+                "deployable sees deploy.py",
+            ],
+        )
+
+    def test_traceback_starts_in_deploy_py(self) -> None:
+        out = self.run_script("def broken():\n    raise RuntimeError('disk on fire')\nbroken()\n", "-m", "troops", "run", "deploy.py")
+        self.assertEqual(out.returncode, 1)
+        frames = [line for line in out.stderr.splitlines() if line.strip().startswith("File ")]
+        self.assertEqual(len(frames), 2, out.stderr)
+        self.assertTrue(all('"deploy.py"' in frame for frame in frames), out.stderr)
+        self.assertTrue(out.stderr.rstrip().endswith("RuntimeError: disk on fire"), out.stderr)
 
     def test_usage(self) -> None:
         out = self.run_script("", "-m", "troops")

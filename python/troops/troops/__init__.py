@@ -9,18 +9,24 @@ exits, unless the file raised an exception.
 
 A node has a role when deploy.py activates it (``activate_role``), when
 ``define_role`` lists the node's hostname, or when the node configuration
-(``roles`` in ``$TROOPS_ROOT/etc/troops/troops.toml``) names it.
+(``roles`` in ``$TROOPS_ROOT/etc/troops/troops.toml``) names it; ``troops
+deploy`` passes those, already checked, as ``TROOPS_NODE_ROLES``.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import socket
 import sys
-import tomllib
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, TypeVar
+
+# Every deploy starts a fresh interpreter, so imports are paid each time:
+# typing, dataclasses, socket and tomllib are left out or loaded only when
+# needed (see bench/deploy-overhead).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Optional, TypeVar
+
+    F = TypeVar("F", bound=Callable[[], object])
 
 __all__ = [
     "activate_role",
@@ -32,24 +38,21 @@ __all__ = [
     "roles",
 ]
 
-F = TypeVar("F", bound=Callable[[], object])
-
-
-@dataclass
 class _Deployable:
-    func: Callable[[], object]
-    roles: Optional[frozenset[str]]
+    def __init__(self, func: Callable[[], object], roles: Optional[frozenset[str]]) -> None:
+        self.func = func
+        self.roles = roles
 
 
-@dataclass
 class _State:
-    activated: set[str] = field(default_factory=set)
-    defined: dict[str, set[str]] = field(default_factory=dict)
-    deployables: list[_Deployable] = field(default_factory=list)
-    # Set by ``python -m troops``, which runs the deployables itself.
-    managed: bool = False
-    failed: bool = False
-    hostname: Optional[str] = None
+    def __init__(self) -> None:
+        self.activated: set[str] = set()
+        self.defined: dict[str, set[str]] = {}
+        self.deployables: list[_Deployable] = []
+        # Set by ``python -m troops``, which runs the deployables itself.
+        self.managed = False
+        self.failed = False
+        self.hostname: Optional[str] = None
 
 
 _state = _State()
@@ -61,7 +64,7 @@ def hostname() -> str:
     if override:
         return _normalise(override)
     if _state.hostname is None:
-        _state.hostname = _normalise(_fqdn(socket.gethostname()))
+        _state.hostname = _normalise(_fqdn(os.uname().nodename))
     return _state.hostname
 
 
@@ -70,6 +73,8 @@ def _fqdn(name: str) -> str:
     # the kernel's hostname is not qualified already.
     if "." in name:
         return name
+    import socket
+
     try:
         infos = socket.getaddrinfo(name, None, flags=socket.AI_CANONNAME)
     except OSError:
@@ -147,13 +152,21 @@ def _check_role_name(name: str) -> None:
 
 
 def _node_roles() -> list[str]:
+    # `troops deploy` has read and checked troops.toml already and passes the
+    # roles on (names have no whitespace), which spares tomllib's import.
+    passed = os.environ.get("TROOPS_NODE_ROLES")
+    if passed is not None:
+        return passed.split()
     root = os.environ.get("TROOPS_ROOT", "/")
     path = os.path.join(root, "etc/troops/troops.toml")
     try:
-        with open(path, "rb") as f:
-            config = tomllib.load(f)
+        f = open(path, "rb")
     except FileNotFoundError:
         return []
+    import tomllib
+
+    with f:
+        config = tomllib.load(f)
     names = config.get("roles", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: roles must be a list of strings")

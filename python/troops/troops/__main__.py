@@ -7,17 +7,27 @@ any deployable and writes the node's roles and every role's hosts to REPORT
 
 from __future__ import annotations
 
-import runpy
 import sys
-import traceback
 
 import troops
 
 
 def _execute(path: str) -> int:
+    """Runs the file as ``python3 PATH`` would, as module ``__main__``.
+
+    Not runpy.run_path: runpy, pkgutil and traceback cost more than deploy.py
+    itself on a small node, and every deploy starts a fresh interpreter.
+    """
     sys.argv = [path]
+    # deploy.py stays __main__ while its deployables run, as it does when
+    # run directly.
+    main = type(sys)("__main__")
+    main.__file__ = path
+    sys.modules["__main__"] = main
     try:
-        runpy.run_path(path, run_name="__main__")
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
+        exec(code, main.__dict__)
     except SystemExit as stop:
         # As the interpreter does: an int is the status, anything else is
         # printed and means failure.
@@ -32,9 +42,11 @@ def _execute(path: str) -> int:
 
 
 def _print_traceback() -> None:
+    import traceback
+
     # Drop the frames of this runner so the traceback starts in deploy.py.
     kind, value, tb = sys.exc_info()
-    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     traceback.print_exception(kind, value, tb)
 
