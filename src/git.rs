@@ -112,22 +112,19 @@ impl Repo {
 
     /// Writes the tree of `commit` into the empty directory `dest`.
     ///
-    /// A temporary index keeps the repository's own index (if any) untouched.
+    /// One `read-tree -u` into a temporary index, which keeps the repository's
+    /// own index (if any) untouched; git creates the index, so it goes in a
+    /// fresh directory.
     pub fn export(&self, commit: &str, dest: &Path) -> Result<()> {
-        let index = tempfile::NamedTempFile::new().context("cannot create a temporary index")?;
-        let with_index = |args: &[&OsStr]| -> Result<()> {
-            let mut cmd = self.command();
-            cmd.env("GIT_INDEX_FILE", index.path()).args(args);
-            output(&mut cmd).map(drop)
-        };
-        with_index(&["read-tree".as_ref(), commit.as_ref()])?;
-        with_index(&[
-            "--work-tree".as_ref(),
-            dest.as_os_str(),
-            "checkout-index".as_ref(),
-            "-a".as_ref(),
-        ])
-        .with_context(|| format!("cannot check out {commit} into `{}`", dest.display()))
+        let scratch = tempfile::tempdir().context("cannot create a temporary index")?;
+        let mut cmd = self.command();
+        cmd.env("GIT_INDEX_FILE", scratch.path().join("index"))
+            .arg("--work-tree")
+            .arg(dest)
+            .args(["read-tree", "--reset", "-u", commit]);
+        output(&mut cmd)
+            .map(drop)
+            .with_context(|| format!("cannot check out {commit} into `{}`", dest.display()))
     }
 }
 

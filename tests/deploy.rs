@@ -67,6 +67,34 @@ fn assert_failed(node: &Node, run: &common::Run, reason: &str) {
 }
 
 #[test]
+fn deploy_py_sees_the_commit_with_its_subdirectories_modes_and_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new();
+    let repo = DeployRepo::new();
+    repo.write("lib/helpers.py", "GREETING = 'hello from lib'\n");
+    repo.write("bin/check", "#!/bin/sh\necho script ran\n");
+    let script = repo.path().join("bin/check");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("lib/helpers.py", repo.path().join("helpers-link")).unwrap();
+    repo.commit(&[
+        (
+            "deploy.py",
+            "import os, subprocess, sys\n\
+             sys.path.insert(0, 'lib')\n\
+             from helpers import GREETING\n\
+             print(GREETING)\n\
+             print(subprocess.run(['bin/check'], capture_output=True, text=True).stdout.strip())\n\
+             print('link to', os.readlink('helpers-link'))\n",
+        ),
+        ("requirements.txt", ""),
+    ]);
+    let run = node.deploy(&repo).success();
+    for line in ["hello from lib", "script ran", "link to lib/helpers.py"] {
+        assert!(run.stderr.contains(line), "no `{line}` in:\n{}", run.stderr);
+    }
+}
+
+#[test]
 fn failing_deploy_py_exits_1_and_keeps_the_last_good_commit() {
     let node = Node::new();
     let repo = DeployRepo::with(HELLO);
