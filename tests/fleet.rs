@@ -1,5 +1,5 @@
 //! `troops push` to many namespaced nodes: canary, waves, thresholds,
-//! --role, --json, and an unreachable host.
+//! --role, --json, an unreachable host, and the user's ssh multiplexing.
 
 mod common;
 
@@ -106,6 +106,47 @@ fn all_nodes_succeed_and_json_matches() {
         run.stderr
     );
     assert!(run.stderr.contains("wave of 2 node(s)"), "{}", run.stderr);
+}
+
+#[test]
+fn pushes_go_through_the_users_ssh_multiplexing() {
+    let fleet = Fleet::start("mux", 1);
+    let config = fleet.ssh.trim_start_matches("ssh -F ");
+    let sockets = fleet.client.dir.path().join("mux");
+    std::fs::create_dir(&sockets).unwrap();
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!(
+        "Host *\n  ControlMaster auto\n  ControlPath {}/%C\n  ControlPersist 60\n",
+        sockets.display()
+    ));
+    std::fs::write(config, text).unwrap();
+    let ssh = |args: &[&str]| {
+        common::clean_command("ssh", fleet.client.dir.path())
+            .args(["-F", config])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let repo = deployment(&[]);
+    let (run, _) = fleet.push(&repo, &["mux-1"]);
+    run.success();
+    let check = ssh(&["-O", "check", "mux-1"]);
+    assert!(
+        check.status.success(),
+        "no master connection after the push: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A new connection would now fail host key checking: the second push
+    // can only succeed through the master the first one left.
+    std::fs::write(fleet.client.dir.path().join("known_hosts"), "").unwrap();
+    let second = repo.commit(&[("deploy.py", "print('second')\n")]);
+    let (run, json) = fleet.push(&repo, &["mux-1"]);
+    run.success();
+    assert_eq!(json["commit"], second.as_str());
+    assert_eq!(fleet.nodes[0].deployed(), Some(second));
+    ssh(&["-O", "exit", "mux-1"]);
 }
 
 #[test]
