@@ -102,7 +102,7 @@ pub fn run_as(node: &Node, args: &Args, trigger: Trigger) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     }
-    finish(&report)
+    finish(node, &report)
 }
 
 fn pull(
@@ -409,7 +409,7 @@ pub fn last(node: &Node) -> Option<Report> {
 }
 
 /// The last line says what happened; the exit status follows it.
-fn finish(report: &Report) -> Result<()> {
+fn finish(node: &Node, report: &Report) -> Result<()> {
     let fetched = report
         .remotes
         .iter()
@@ -433,7 +433,11 @@ fn finish(report: &Report) -> Result<()> {
             Ok(())
         }
         Outcome::Failed if !fetched => Err(UserError::new("pull: no remote could be fetched")
-            .hint("check the remotes' URLs, the network, and that the git server accepts the node's key")
+            .hint(format!(
+                "check the remotes' URLs and the network; an SSH git server must accept the node's key \
+                 `{}.pub`, and an HTTPS one's certificate must be trusted (git's http.sslCAInfo)",
+                node.ssh_key().display()
+            ))
             .into()),
         Outcome::Failed => Err(UserError::new("pull: the deploy failed; the branch stays, and the next pull retries").into()),
         Outcome::Nothing => {

@@ -1,0 +1,123 @@
+//! `troops pull` from an HTTPS remote: `git http-backend` behind a TLS server
+//! on loopback whose certificate the node trusts only once told to.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::{DeployRepo, Node};
+
+/// The server process, killed when the test ends.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn self_signed_certificate(dir: &Path) {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn serve(root: &Path, tls: &Path) -> Server {
+    let mut child =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/git-https-server"))
+            .arg(root)
+            .arg(tls.join("cert.pem"))
+            .arg(tls.join("key.pem"))
+            .arg("127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the server prints its port");
+    Server { child, port }
+}
+
+#[test]
+fn pull_fetches_over_https_once_the_certificate_is_trusted() {
+    let tls = tempfile::tempdir().unwrap();
+    self_signed_certificate(tls.path());
+    let repo = DeployRepo::with("print('pulled over https')\n");
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("deploy.git");
+    let out = Command::new("git")
+        .args(["clone", "--quiet", "--bare", "--"])
+        .arg(repo.path())
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let server = serve(served.path(), tls.path());
+
+    let node = Node::new();
+    node.troops(["init"]).success();
+    let url = format!("https://127.0.0.1:{}/deploy.git", server.port);
+    node.add_remote("origin", &url);
+
+    // A certificate nobody vouched for: the remote cannot be fetched, and
+    // the message says why.
+    let run = node.troops(["pull"]).failure();
+    assert!(
+        run.stderr.contains("cannot fetch `origin`")
+            && run.stderr.contains("certificate")
+            && run.stderr.contains("http.sslCAInfo"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.branch(), None);
+
+    // The admin trusts it for this repository (or system-wide, with
+    // update-ca-certificates).
+    let ca = tls.path().join("cert.pem");
+    node.git(&["config", "http.sslCAInfo", ca.to_str().unwrap()])
+        .success();
+    let run = node.troops(["pull"]).success();
+    assert!(run.stderr.contains("pulled over https"), "{}", run.stderr);
+    assert_eq!(node.branch(), Some(repo.head()));
+    assert_eq!(node.status_json()["history"][0]["trigger"], "pull");
+
+    let next = repo.commit(&[("deploy.py", "print('second over https')\n")]);
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo.path())
+        .args(["push", "--quiet", "--"])
+        .arg(&bare)
+        .arg("master")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let run = node.troops(["pull"]).success();
+    assert!(run.stderr.contains("second over https"), "{}", run.stderr);
+    assert_eq!(node.branch(), Some(next));
+}
