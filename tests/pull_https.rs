@@ -71,13 +71,8 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     let repo = DeployRepo::with("print('pulled over https')\n");
     let served = tempfile::tempdir().unwrap();
     let bare = served.path().join("deploy.git");
-    let out = Command::new("git")
-        .args(["clone", "--quiet", "--bare", "--"])
-        .arg(repo.path())
-        .arg(&bare)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let bare = bare.to_str().unwrap();
+    repo.git(&["clone", "--quiet", "--bare", "--", &repo.path_str(), bare]);
     let server = serve(served.path(), tls.path());
 
     let node = Node::new();
@@ -108,15 +103,7 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     assert_eq!(node.status_json()["history"][0]["trigger"], "pull");
 
     let next = repo.commit(&[("deploy.py", "print('second over https')\n")]);
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo.path())
-        .args(["push", "--quiet", "--"])
-        .arg(&bare)
-        .arg("master")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    repo.git(&["push", "--quiet", "--", bare, "master"]);
     let run = node.troops(["pull"]).success();
     assert!(run.stderr.contains("second over https"), "{}", run.stderr);
     assert_eq!(node.branch(), Some(next));
