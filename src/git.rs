@@ -1,10 +1,12 @@
-//! Running the `git` command against one repository.
+//! Running the `git` command, with one constructor per kind of repository.
 //!
 //! All git work goes through `git` (not a library) so that the node's SSH
-//! configuration, agents and known_hosts apply, and so that a pre-receive
-//! hook's quarantined objects can be read. One constructor pins what must not
-//! vary: the repository, the locale, no stdin, and none of the caller's
-//! `GIT_*` variables but `GIT_SSH*`; a quarantine is only ever set explicitly.
+//! configuration, agents and known_hosts apply. Every command gets the locale
+//! C, no stdin, and none of the caller's `GIT_*` variables but `GIT_SSH*`.
+//! Root's repository (`Repo::deploy`) also gets a fixed configuration: no
+//! system or user configuration but root's `/etc/troops/gitconfig`, no
+//! replace objects, no hooks, and fsck on every object that arrives, so that
+//! nothing a member or a remote wrote can choose what root's git runs.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -12,20 +14,35 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-/// A repository: a bare git dir or a work tree.
+use crate::paths::Node;
+
+/// Transports root's git may use; remote helpers (`ext::`, `fd::`) never.
+const PROTOCOLS: &[&str] = &["ssh", "https", "http", "git", "file"];
+
+/// A repository: a bare git dir, a work tree, or root's own.
 #[derive(Debug, Clone)]
 pub struct Repo {
     path: PathBuf,
-    bare: bool,
+    kind: Kind,
     /// A push's quarantine and the object store it borrows from.
     quarantine: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Bare,
+    WorkTree,
+    /// Root's repository, with root's pull configuration if readable.
+    Deploy {
+        config: Option<PathBuf>,
+    },
 }
 
 impl Repo {
     pub fn bare(git_dir: &Path) -> Repo {
         Repo {
             path: git_dir.to_path_buf(),
-            bare: true,
+            kind: Kind::Bare,
             quarantine: None,
         }
     }
@@ -33,7 +50,22 @@ impl Repo {
     pub fn work_tree(dir: &Path) -> Repo {
         Repo {
             path: dir.to_path_buf(),
-            bare: false,
+            kind: Kind::WorkTree,
+            quarantine: None,
+        }
+    }
+
+    /// Root's repository: what the node deploys from.
+    pub fn deploy(node: &Node) -> Repo {
+        let config = node.git_config();
+        // The file is root's alone; anyone else reading the repository
+        // (`troops roles` by a member) runs without it.
+        let readable = nix::unistd::access(&config, nix::unistd::AccessFlags::R_OK).is_ok();
+        Repo {
+            path: node.deploy_repo(),
+            kind: Kind::Deploy {
+                config: readable.then_some(config),
+            },
             quarantine: None,
         }
     }
@@ -43,7 +75,14 @@ impl Repo {
     }
 
     pub fn is_bare(&self) -> bool {
-        self.bare
+        !matches!(self.kind, Kind::WorkTree)
+    }
+
+    /// The same repository with the configuration root pins (a repository
+    /// only root writes, such as the HTTP fetch scratch repository).
+    pub fn pinned(mut self) -> Repo {
+        self.kind = Kind::Deploy { config: None };
+        self
     }
 
     /// The same repository reading objects from a push's quarantine first.
@@ -54,25 +93,23 @@ impl Repo {
 
     /// A `git` command bound to this repository.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("git");
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            // How to reach remotes is the admin's choice; everything else
-            // (which repository, index, objects) is ours.
-            if text.starts_with("GIT_") && !text.starts_with("GIT_SSH") {
-                cmd.env_remove(name);
-            }
-        }
+        let mut cmd = match &self.kind {
+            Kind::Deploy { config } => pinned(config.as_deref()),
+            Kind::Bare | Kind::WorkTree => command(),
+        };
         if let Some((quarantine, objects)) = &self.quarantine {
             cmd.env("GIT_OBJECT_DIRECTORY", quarantine)
                 .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", objects);
         }
-        cmd.env("LC_ALL", "C").stdin(Stdio::null());
-        if self.bare {
-            cmd.arg("--git-dir").arg(&self.path);
-        } else {
-            cmd.arg("-C").arg(&self.path);
+        if matches!(self.kind, Kind::Deploy { .. }) && !nix::unistd::Uid::effective().is_root() {
+            // Root owns it; git refuses another user's repository unless told.
+            cmd.arg("-c")
+                .arg(format!("safe.directory={}", self.path.display()));
         }
+        match self.kind {
+            Kind::WorkTree => cmd.arg("-C").arg(&self.path),
+            Kind::Bare | Kind::Deploy { .. } => cmd.arg("--git-dir").arg(&self.path),
+        };
         cmd
     }
 
@@ -98,6 +135,21 @@ impl Repo {
             return Ok(None);
         }
         Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    }
+
+    /// Whether `ancestor` is an ancestor of (or is) `descendant`.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
+        let mut cmd = self.command();
+        cmd.args(["merge-base", "--is-ancestor", "--", ancestor, descendant])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        log_command(&cmd);
+        let status = cmd.status().context("cannot run git merge-base")?;
+        match status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => bail!("`{}` {}", describe(&cmd), crate::stream::explain(status)),
+        }
     }
 
     /// Paths with uncommitted changes (untracked ones included).
@@ -128,6 +180,50 @@ impl Repo {
     }
 }
 
+/// `git` with the locale C, no stdin, and none of the caller's `GIT_*`
+/// variables but `GIT_SSH*` (how to reach remotes is the admin's choice;
+/// which repository, index and objects is ours).
+pub fn command() -> Command {
+    let mut cmd = Command::new("git");
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("GIT_") && !text.starts_with("GIT_SSH") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("LC_ALL", "C").stdin(Stdio::null());
+    cmd
+}
+
+/// `command()` with a configuration root chose: no system or user files
+/// (only `config`, root's `/etc/troops/gitconfig`), no replace objects, no
+/// hooks, no filesystem monitor, fsck of every object received, and only
+/// the transports Troops knows.
+pub fn pinned(config: Option<&Path>) -> Command {
+    let mut cmd = command();
+    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+        .env(
+            "GIT_CONFIG_GLOBAL",
+            config.unwrap_or(Path::new("/dev/null")),
+        )
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .env("GIT_ATTR_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0");
+    for setting in [
+        "core.hooksPath=/dev/null",
+        "core.fsmonitor=false",
+        "transfer.fsckObjects=true",
+        "protocol.allow=never",
+    ] {
+        cmd.arg("-c").arg(setting);
+    }
+    for protocol in PROTOCOLS {
+        cmd.arg("-c")
+            .arg(format!("protocol.{protocol}.allow=always"));
+    }
+    cmd
+}
+
 fn spawn_output(cmd: &mut Command) -> Result<Output> {
     log_command(cmd);
     cmd.output()
@@ -156,7 +252,7 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
-fn log_command(cmd: &Command) {
+pub fn log_command(cmd: &Command) {
     if std::env::var_os("TROOPS_DEBUG").is_some() {
         eprintln!("troops: running {}", describe(cmd));
     }
@@ -165,4 +261,9 @@ fn log_command(cmd: &Command) {
 /// Short form of a commit id for messages.
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
+}
+
+/// Whether `id` is a full object id (SHA-1 or SHA-256, lower-case hex).
+pub fn is_object_id(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

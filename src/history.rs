@@ -8,14 +8,13 @@
 //! "Interfaces": fields may be added, never renamed or removed.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::paths::Node;
+use crate::paths::{Node, write_atomically};
 
 /// How many records (and logs) are kept.
 const KEEP: usize = 100;
@@ -180,21 +179,6 @@ fn prune(node: &Node) -> Result<()> {
         let _ = fs::remove_file(log);
         fs::remove_file(path).with_context(|| format!("cannot remove `{}`", path.display()))?;
     }
-    Ok(())
-}
-
-/// Replaces `path` with `data` so readers see the old or the new file, whole.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
     Ok(())
 }
 

@@ -1,25 +1,26 @@
 //! `troops init`: create the node layout of SPEC "Layout on a node".
 //!
-//! Idempotent: what exists is kept (repository, key, history) and only its
-//! owner and mode are put right. Files belong to root and the group `troops`
-//! where that group exists, so group members can push and read history while
-//! only root writes what deploys run (virtualenvs, work trees).
+//! Idempotent: what exists is kept (repositories, key, history) and only
+//! owners and modes root alone controls are put right. Two repositories:
+//! `repo/main.git` is shared with the group `troops` (members push there, so
+//! its contents are theirs and root never follows a link in it), and
+//! `deploy.git` is root's, the only one deploys read. An upgrade from the
+//! layout with one repository carries the deployed commit over from root's
+//! record of it (`state/deployed`), copied and verified like any push.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use nix::unistd::{Gid, Group, Uid, chown};
+use nix::unistd::{Gid, Group};
 
 use crate::config::Config;
 use crate::error::UserError;
-use crate::git::{self, Repo};
-use crate::paths::Node;
-use crate::push_hook;
+use crate::git::{self, Repo, short};
+use crate::paths::{self, Node, ensure_dir};
+use crate::{history, push_hook, transfer};
 
-/// Create the node layout: repository, SSH key, state and caches
+/// Create the node layout: repositories, SSH key, state and caches
 ///
 /// Safe to run again: existing data is kept and owners and modes are
 /// repaired. With `--root DIR` everything is created below DIR.
@@ -30,17 +31,19 @@ pub struct Args {}
 
 pub fn run(node: &Node, _args: Args) -> Result<()> {
     let config = Config::load(node)?;
-    let gid = troops_gid();
     ensure_state(node)?;
-    init_repo(node, config.branch(), gid)?;
-    push_hook::install(node)?;
+    let gid = troops_gid();
+    init_push_repo(node, config.branch(), gid)?;
+    init_deploy_repo(node, config.branch(), gid)?;
+    push_hook::install(node, gid)?;
     ensure_key(node)?;
+    crate::safe_directory::trust_push_repo(node)?;
     eprintln!("troops: node ready at `{}`", node.lib().display());
     Ok(())
 }
 
 /// The group `troops` if it exists, else root's group.
-fn troops_gid() -> Gid {
+pub fn troops_gid() -> Gid {
     troops_group().unwrap_or(Gid::from_raw(0))
 }
 
@@ -65,93 +68,104 @@ pub fn ensure_state(node: &Node) -> Result<()> {
     for dir in &shared {
         ensure_dir(dir, 0o750, gid)?;
     }
+    ensure_dir(&node.refused_dir(), 0o700, Gid::from_raw(0))?;
     ensure_dir(&node.lib().join("lib"), 0o755, Gid::from_raw(0))?;
     ensure_dir(&node.python_lib(), 0o755, Gid::from_raw(0))?;
     ensure_dir(&node.lib().join("ssh"), 0o700, Gid::from_raw(0))?;
     ensure_dir(&node.etc(), 0o755, Gid::from_raw(0))
 }
 
-pub fn ensure_dir(dir: &Path, mode: u32, gid: Gid) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    set_owner(dir, gid)?;
-    set_mode(dir, mode)
-}
-
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of `{}`", path.display()))
-}
-
-/// Gives `path` to root and `gid`; only root can, and only root needs to.
-fn set_owner(path: &Path, gid: Gid) -> Result<()> {
-    if Uid::effective().is_root() {
-        chown(path, Some(Uid::from_raw(0)), Some(gid))
-            .with_context(|| format!("cannot change the owner of `{}`", path.display()))?;
+/// The members' repository: bare, shared with the group (files 0660,
+/// directories setgid). Created in a directory members cannot write
+/// (`repo/` is root's), so it holds nothing of theirs until it is in place.
+fn init_push_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
+    let path = node.push_repo();
+    if fs::symlink_metadata(&path).is_ok() {
+        // Existing: its contents are the members'. Only the directory itself
+        // (in root's `repo/`) is put right, through a descriptor.
+        let fd = paths::open_dir_nofollow(&path)?;
+        return paths::set_owner_fd(&fd, &path, gid);
     }
-    Ok(())
-}
-
-/// A bare repository shared with the group: files 0660, directories setgid.
-fn init_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
-    let path = node.repo();
-    if !path.join("HEAD").exists() {
-        let mut cmd = Command::new("git");
-        cmd.args(["init", "--quiet", "--bare", "--shared=0660"])
-            .arg(format!("--initial-branch={branch}"))
-            .arg("--")
-            .arg(&path);
-        git::output(&mut cmd).context("cannot create the node's repository")?;
-    }
-    let repo = Repo::bare(&path);
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a directory in `{}`", parent.display()))?;
+    let mut cmd = git::pinned(None);
+    cmd.args(["init", "--quiet", "--bare", "--shared=0660", "--template="])
+        .arg(format!("--initial-branch={branch}"))
+        .arg("--")
+        .arg(tmp.path());
+    git::output(&mut cmd).context("cannot create the members' repository")?;
+    let repo = Repo::bare(tmp.path());
     // `--shared` refuses non-fast-forward pushes; a forced push is how an admin
     // rolls back, and the deploy hook decides what may land.
     repo.run(["config", "receive.denyNonFastForwards", "false"])?;
-    repo.run(["config", "core.logAllRefUpdates", "true"])?;
     // `git push -o dry-run` reaches the hook only if push options are on.
     repo.run(["config", "receive.advertisePushOptions", "true"])?;
-    chown_tree(&path, gid)?;
-    trust_for_members(node, &path)?;
-    // Members push, but must not change the configuration (core.hooksPath
-    // would skip the deploy) or the hooks (`push_hook::install`).
-    set_owner(&path.join("config"), gid)?;
-    set_mode(&path.join("config"), 0o640)
+    fs::create_dir_all(tmp.path().join("hooks"))?;
+    paths::set_mode(&tmp.path().join("config"), 0o640)?;
+    let fd = paths::open_dir_nofollow(tmp.path())?;
+    paths::chown_tree_at(&fd, &path, gid)?;
+    fs::rename(tmp.keep(), &path).with_context(|| format!("cannot create `{}`", path.display()))
 }
 
-/// Git refuses to work in a repository another user owns (safe.directory)
-/// unless the system configuration trusts it: members push into root's
-/// repository. Only for the real node (`--root /`): a relocated node is for
-/// trying things out and must not touch the system's git configuration.
-fn trust_for_members(node: &Node, path: &Path) -> Result<()> {
-    if node.root() != Path::new("/") {
-        return Ok(());
+/// Root's repository: written only by root, readable by the group (so that
+/// members can list roles), no hooks, no configuration of anyone else's.
+fn init_deploy_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
+    let path = node.deploy_repo();
+    if path.join("HEAD").exists() {
+        return paths::ensure_dir(&path, 0o750, gid);
     }
-    let mut get = Command::new("git");
-    get.args(["config", "--system", "--get-all", "safe.directory"]);
-    let current = get.output().context("cannot run git config")?;
-    let wanted = path.to_string_lossy();
-    if String::from_utf8_lossy(&current.stdout)
-        .lines()
-        .any(|l| l == wanted)
-    {
-        return Ok(());
-    }
-    let mut add = Command::new("git");
-    add.args(["config", "--system", "--add", "safe.directory"])
-        .arg(path);
-    git::output(&mut add).context("cannot mark the node's repository safe for its members")?;
-    Ok(())
+    let tmp = tempfile::Builder::new()
+        .prefix(".deploy-")
+        .tempdir_in(node.lib())
+        .with_context(|| format!("cannot create a directory in `{}`", node.lib().display()))?;
+    let mut cmd = git::pinned(None);
+    cmd.args(["init", "--quiet", "--bare", "--template="])
+        .arg(format!("--initial-branch={branch}"))
+        .arg("--")
+        .arg(tmp.path());
+    git::output(&mut cmd).context("cannot create root's repository")?;
+    fs::rename(tmp.keep(), &path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    paths::ensure_dir(&path, 0o750, gid)?;
+    let repo = Repo::deploy(node);
+    repo.run(["config", "core.logAllRefUpdates", "true"])?;
+    carry_over_deployed(node, &repo, branch)
 }
 
-fn chown_tree(dir: &Path, gid: Gid) -> Result<()> {
-    set_owner(dir, gid)?;
-    for entry in fs::read_dir(dir).with_context(|| format!("cannot read `{}`", dir.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            chown_tree(&entry.path(), gid)?;
-        } else {
-            set_owner(&entry.path(), gid)?;
-        }
+/// An upgrade from the one-repository layout: root's record names the
+/// deployed commit; its objects are copied from the members' repository by
+/// an unprivileged reader and verified, and root's branch is set to it.
+fn carry_over_deployed(node: &Node, repo: &Repo, branch: &str) -> Result<()> {
+    let Some(commit) = history::deployed_commit(node)? else {
+        return Ok(());
+    };
+    if !git::is_object_id(&commit) || !node.push_repo().join("objects").is_dir() {
+        return Ok(());
     }
+    let copied = transfer::copy_from_push_repo(node, &commit, repo)
+        .and_then(|()| transfer::require_complete(repo, &commit));
+    if let Err(e) = copied {
+        eprintln!(
+            "troops: warning: cannot carry the deployed commit {} into root's repository: {e:#}\n\
+             troops: the next push or pull deploys afresh",
+            short(&commit)
+        );
+        return Ok(());
+    }
+    repo.run([
+        "update-ref",
+        "-m",
+        "troops init: the deployed commit",
+        "--",
+        &format!("refs/heads/{branch}"),
+        &commit,
+    ])?;
+    eprintln!(
+        "troops: root's repository starts at the deployed commit {}",
+        short(&commit)
+    );
     Ok(())
 }
 
@@ -169,7 +183,7 @@ fn ensure_key(node: &Node) -> Result<()> {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
-    let mut cmd = Command::new("ssh-keygen");
+    let mut cmd = std::process::Command::new("ssh-keygen");
     cmd.args(["-q", "-t", "ed25519", "-N", "", "-C"])
         .arg(format!("troops@{host}"))
         .arg("-f")
@@ -185,6 +199,6 @@ fn ensure_key(node: &Node) -> Result<()> {
     rename(&tmp_key, &key)
 }
 
-fn rename(from: &Path, to: &PathBuf) -> Result<()> {
+fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).with_context(|| format!("cannot create `{}`", to.display()))
 }

@@ -15,10 +15,10 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::error::UserError;
 use crate::paths::Node;
 
-/// Held for as long as it lives (or a child that inherited it does).
+/// Held for as long as it lives; the kernel drops it when the holder dies.
 #[derive(Debug)]
 pub struct DeployLock {
-    file: Flock<File>,
+    _file: Flock<File>,
 }
 
 /// What to do when another deploy holds the lock.
@@ -60,19 +60,7 @@ impl DeployLock {
         };
         write_holder(&mut locked, holder)
             .with_context(|| format!("cannot write `{}`", path.display()))?;
-        Ok(DeployLock { file: locked })
-    }
-
-    /// Lets a child process inherit the lock (and so keep it after we exit).
-    pub fn set_inheritable(&self, inherit: bool) -> Result<()> {
-        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-        let flags = if inherit {
-            FdFlag::empty()
-        } else {
-            FdFlag::FD_CLOEXEC
-        };
-        fcntl(&*self.file, FcntlArg::F_SETFD(flags)).context("cannot pass on the deploy lock")?;
-        Ok(())
+        Ok(DeployLock { _file: locked })
     }
 
     /// Whether a deploy holds the lock right now (for `status`).
@@ -100,10 +88,4 @@ fn write_holder(file: &mut File, holder: &str) -> std::io::Result<()> {
     file.set_len(0)?;
     file.rewind()?;
     writeln!(file, "pid {}, {holder}", std::process::id())
-}
-
-impl std::os::fd::AsRawFd for DeployLock {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
-    }
 }

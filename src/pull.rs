@@ -1,12 +1,18 @@
 //! `troops pull`: fetch every remote and deploy what fast-forwards.
 //!
-//! All remotes are equal (no central server). Each is fetched in parallel
-//! with a timeout; the remote deploy branches that fast-forward from the local
-//! branch are candidates, and the one that contains all the others is
-//! deployed. The local branch moves only after that deploy succeeded, by a
-//! compare-and-swap on the value the deploy started from, so a push that
-//! landed meanwhile is never overwritten and a failed deploy is retried by
-//! the next pull. With nothing new, no lock is taken and no Python runs.
+//! All remotes are equal (no central server): root's own (`/etc/troops/
+//! gitconfig`) and the members' (their repository's configuration, read as
+//! data). Each is fetched by URL, in parallel and with a timeout, into root's
+//! repository, with fsck on everything that arrives (HTTP remotes go through
+//! a scratch repository and a strict re-index, since git's dumb HTTP walker
+//! does not fsck). A remote's deploy branch that fast-forwards the node's is
+//! a candidate; candidates are verified (signatures, where required) before
+//! one is chosen, so a rogue remote is skipped by name and the others still
+//! count; the verified candidate that contains all the others is deployed.
+//! Root's branch moves only after that deploy succeeded, by compare-and-swap
+//! on the value the deploy started from, so a push that landed meanwhile is
+//! never overwritten and a failed deploy is retried by the next pull. With
+//! nothing new, no lock is taken and no Python runs.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,29 +23,34 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::deploy::{Request, deploy_commit, invoking_user, source_repo};
+use crate::engine::{Request, deploy_commit, invoking_user, one_line, source_repo};
 use crate::error::UserError;
-use crate::git::{Repo, describe, short};
-use crate::history::{Trigger, write_atomically};
+use crate::git::{self, Repo, short};
+use crate::history::{Entry, Trigger};
 use crate::lock::{DeployLock, Wait};
-use crate::paths::Node;
-use crate::{init, rollout};
+use crate::paths::{Node, write_atomically};
+use crate::remotes::{self, Remote};
+use crate::signatures::Policy;
+use crate::{init, rollout, signatures, transfer};
 
 /// Fetch every remote and deploy what fast-forwards the deploy branch
 ///
-/// Fetches the deploy branch of every remote of the node's repository
-/// (`git --git-dir=/var/lib/troops/repo/main.git remote add NAME URL`), in
-/// parallel, each with a timeout. A remote whose branch fast-forwards from
-/// the node's is deployed, and the node's branch moves only once that deploy
-/// succeeded; a failed deploy is retried by the next pull. A diverged or
-/// unreachable remote is skipped with a warning; the others still count.
+/// Fetches the deploy branch of every remote, in parallel, each with a
+/// timeout: those in /etc/troops/gitconfig (root's; `troops seed` writes
+/// them) and those of the members' repository (`git
+/// --git-dir=/var/lib/troops/repo/main.git remote add NAME URL`). A remote
+/// whose branch fast-forwards from the node's is deployed, and the node's
+/// branch moves only once that deploy succeeded; a failed deploy is retried
+/// by the next pull. A diverged, unreachable or refused (unsigned) remote is
+/// skipped with a warning naming it; the others still count.
 ///
 /// SSH remotes are fetched with the node's key
 /// (/var/lib/troops/ssh/id_ed25519) unless GIT_SSH_COMMAND says otherwise;
-/// the system's SSH configuration and known hosts apply.
+/// the system's SSH configuration and known hosts apply, and so do the host
+/// keys in /etc/troops/known_hosts.
 ///
 /// Exits 0 when it deployed or had nothing to do, 1 when a deploy failed or
-/// no remote could be fetched. With --json, prints {"result", "commit",
+/// no remote could be used. With --json, prints {"result", "commit",
 /// "remotes": [{"name", "url", "outcome" (deployed, nothing, held-back,
 /// failed), "commit", "reason"}]}.
 #[derive(Debug, clap::Args)]
@@ -86,6 +97,72 @@ pub struct Report {
     pub remotes: Vec<RemoteReport>,
 }
 
+/// What the pull decided about one remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    Unreachable(String),
+    NoBranch,
+    UpToDate,
+    Behind,
+    Diverged,
+    /// Fast-forwards the node's branch; not yet verified.
+    Candidate,
+    /// Failed verification (unsigned, untrusted, incomplete).
+    Refused(String),
+    SameAs(String),
+    ContainedIn(String),
+    Disagree,
+    HeldBack(String),
+    BranchMoved,
+    DeployFailed(String),
+    Deployed,
+}
+
+impl Decision {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Unreachable(_) | Decision::Refused(_) | Decision::DeployFailed(_) => {
+                Outcome::Failed
+            }
+            Decision::HeldBack(_) => Outcome::HeldBack,
+            Decision::Deployed => Outcome::Deployed,
+            _ => Outcome::Nothing,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Decision::Unreachable(why) => format!("unreachable: {why}"),
+            Decision::NoBranch => "the remote has no deploy branch".to_owned(),
+            Decision::UpToDate => "up to date".to_owned(),
+            Decision::Behind => "behind the node".to_owned(),
+            Decision::Diverged => "diverged".to_owned(),
+            Decision::Candidate => "fast-forward".to_owned(),
+            Decision::Refused(why) => format!("refused: {why}"),
+            Decision::SameAs(other) => format!("same commit as `{other}`"),
+            Decision::ContainedIn(other) => {
+                format!("`{other}` has a newer commit that contains it")
+            }
+            Decision::Disagree => {
+                "the remotes disagree (no one commit contains the others)".to_owned()
+            }
+            Decision::HeldBack(why) => why.clone(),
+            Decision::BranchMoved => {
+                "the node's branch moved meanwhile and this is no fast-forward".to_owned()
+            }
+            Decision::DeployFailed(why) => format!("deploy failed: {why}"),
+            Decision::Deployed => "deployed".to_owned(),
+        }
+    }
+}
+
+/// One remote as the pull goes along.
+struct Fetched {
+    remote: Remote,
+    commit: Option<String>,
+    decision: Decision,
+}
+
 pub fn run(node: &Node, args: Args) -> Result<()> {
     run_as(node, &args, Trigger::Pull)
 }
@@ -113,117 +190,211 @@ fn pull(
     trigger: Trigger,
 ) -> Result<Report> {
     let branch = config.branch();
+    let branch_ref = format!("refs/heads/{branch}");
     let mut remotes = fetch_all(node, repo, branch, Duration::from_secs(args.timeout))?;
-    let local = repo.resolve_commit(&format!("refs/heads/{branch}"))?;
+    let local = repo.resolve_commit(&branch_ref)?;
     classify(repo, local.as_deref(), &mut remotes)?;
-    let chosen = choose(repo, &mut remotes)?;
-    let mut result = if remotes.iter().all(|r| r.outcome == Outcome::Failed) && !remotes.is_empty()
+    verify(node, config, repo, args, &mut remotes)?;
+    if let Some(index) = choose(repo, &mut remotes)? {
+        deploy_chosen(node, config, repo, args, trigger, &mut remotes[index])?;
+    }
+    Ok(Report {
+        result: overall(&remotes),
+        commit: repo.resolve_commit(&branch_ref)?,
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        remotes: remotes
+            .into_iter()
+            .map(|f| RemoteReport {
+                url: f.remote.shown_url(),
+                name: f.remote.name,
+                outcome: f.decision.outcome(),
+                commit: f.commit,
+                reason: f.decision.reason(),
+            })
+            .collect(),
+    })
+}
+
+/// Deployed beats failed beats held back; a pull fails when no remote
+/// could be used at all.
+fn overall(remotes: &[Fetched]) -> Outcome {
+    let has = |o: Outcome| remotes.iter().any(|f| f.decision.outcome() == o);
+    if has(Outcome::Deployed) {
+        Outcome::Deployed
+    } else if remotes
+        .iter()
+        .any(|f| matches!(f.decision, Decision::DeployFailed(_)))
+    {
+        Outcome::Failed
+    } else if has(Outcome::HeldBack) {
+        Outcome::HeldBack
+    } else if !remotes.is_empty()
+        && remotes
+            .iter()
+            .all(|f| f.decision.outcome() == Outcome::Failed)
     {
         Outcome::Failed
     } else {
         Outcome::Nothing
-    };
-    if let Some(index) = chosen {
-        result = deploy_chosen(node, config, repo, args, trigger, &mut remotes[index])?;
     }
-    Ok(Report {
-        result,
-        commit: repo.resolve_commit(&format!("refs/heads/{branch}"))?,
-        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        remotes,
-    })
 }
 
-/// Fetches each remote's deploy branch into `refs/remotes/NAME/BRANCH`, all
-/// at once; a remote that fails or times out is reported, not fatal.
-fn fetch_all(
-    node: &Node,
-    repo: &Repo,
-    branch: &str,
-    timeout: Duration,
-) -> Result<Vec<RemoteReport>> {
-    let names: Vec<String> = repo.run(["remote"])?.lines().map(str::to_owned).collect();
-    let mut fetches = Vec::new();
-    for name in names {
-        let url = repo
-            .run(["remote", "get-url", "--", &name])
-            .map(|u| u.trim().to_owned())
-            .unwrap_or_default();
-        let started = start_fetch(node, repo, &name, &url, branch);
-        fetches.push((name, url, started));
-    }
+/// Fetches each remote's deploy branch into root's `refs/remotes/NAME/BRANCH`,
+/// all at once; a remote that fails or times out is reported, not fatal.
+fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Result<Vec<Fetched>> {
+    let remotes = remotes::list(node)?;
+    let started: Vec<_> = remotes
+        .iter()
+        .map(|remote| start_fetch(node, repo, remote, branch))
+        .collect();
     let deadline = Instant::now() + timeout;
-    let mut reports = Vec::new();
-    for (name, url, started) in fetches {
+    let mut fetched = Vec::new();
+    for (remote, started) in remotes.into_iter().zip(started) {
         let failure = match started {
-            Ok(child) => wait_fetch(child, deadline).err(),
+            Ok((child, stderr)) => wait_fetch(child, stderr, deadline).err(),
             Err(e) => Some(format!("{e:#}")),
         };
-        let commit = repo.resolve_commit(&format!("refs/remotes/{name}/{branch}"))?;
-        let (outcome, reason) = match failure {
+        let failure = failure.or_else(|| {
+            remote
+                .is_http()
+                .then(|| take_in_http(node, repo, &remote, branch).err())
+                .flatten()
+                .map(|e| format!("{e:#}"))
+        });
+        let tracking = format!("refs/remotes/{}/{branch}", remote.name);
+        let decision = match failure {
             Some(why) => {
-                eprintln!("troops: warning: cannot fetch `{name}` ({url}): {why}");
-                (Outcome::Failed, format!("unreachable: {why}"))
+                eprintln!(
+                    "troops: warning: cannot fetch `{}` ({}): {why}",
+                    remote.name,
+                    remote.shown_url()
+                );
+                Decision::Unreachable(why)
             }
-            None => (Outcome::Nothing, String::new()),
+            None => Decision::Candidate,
         };
-        reports.push(RemoteReport {
-            name,
-            url,
-            outcome,
-            commit,
-            reason,
+        fetched.push(Fetched {
+            commit: repo.resolve_commit(&tracking)?,
+            remote,
+            decision,
         });
     }
-    Ok(reports)
+    Ok(fetched)
 }
 
-fn start_fetch(node: &Node, repo: &Repo, name: &str, url: &str, branch: &str) -> Result<Child> {
-    if name.starts_with('-') || url.starts_with('-') {
-        return Err(user_error!(
-            "refusing remote `{name}` ({url}): it looks like an option"
-        ));
+/// Starts `git fetch URL`; its stderr goes to a file so it cannot block.
+fn start_fetch(
+    node: &Node,
+    repo: &Repo,
+    remote: &Remote,
+    branch: &str,
+) -> Result<(Child, std::fs::File)> {
+    let (target, dest) = if remote.is_http() {
+        // Into the scratch repository; `take_in_http` verifies and copies.
+        (scratch_repo(node)?, format!("refs/heads/{}", remote.name))
+    } else {
+        (
+            repo.clone(),
+            format!("refs/remotes/{}/{branch}", remote.name),
+        )
+    };
+    let mut cmd = target.command();
+    if remote.source == remotes::Source::Members {
+        cmd.args(["-c", "protocol.file.allow=never"]);
     }
-    let mut cmd = repo.command();
+    let stderr = tempfile::tempfile().context("cannot create a temporary file")?;
     cmd.args([
         "fetch",
         "--quiet",
         "--no-tags",
         "--no-write-fetch-head",
+        "--no-recurse-submodules",
         "--",
-        name,
+        &remote.url,
     ])
-    .arg(format!("+refs/heads/{branch}:refs/remotes/{name}/{branch}"))
-    .env("GIT_TERMINAL_PROMPT", "0")
+    .arg(format!("+refs/heads/{branch}:{dest}"))
     .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    .stderr(stderr.try_clone()?);
     if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
-        cmd.env("GIT_SSH_COMMAND", ssh_command(&node.ssh_key()));
+        cmd.env("GIT_SSH_COMMAND", ssh_command(node));
     }
-    if std::env::var_os("TROOPS_DEBUG").is_some() {
-        eprintln!("troops: running {}", describe(&cmd));
-    }
-    cmd.spawn().context("cannot run git fetch")
+    git::log_command(&cmd);
+    let child = cmd.spawn().context("cannot run git fetch")?;
+    Ok((child, stderr))
 }
 
-/// ssh with the node's key, never asking anyone anything.
-fn ssh_command(key: &Path) -> String {
-    let key = key.to_string_lossy().replace('\'', "'\\''");
-    format!("ssh -i '{key}' -o BatchMode=yes")
+/// A root-only repository HTTP remotes are fetched into first.
+fn scratch_repo(node: &Node) -> Result<Repo> {
+    let path = node.lib().join("cache/http-fetch.git");
+    if !path.join("HEAD").exists() {
+        let mut cmd = git::pinned(None);
+        cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
+            .arg(&path);
+        git::output(&mut cmd).context("cannot create the HTTP fetch repository")?;
+    }
+    Ok(Repo::bare(&path).pinned())
+}
+
+/// Copies what an HTTP remote served from the scratch repository into root's,
+/// re-indexed strictly, then sets root's tracking ref.
+fn take_in_http(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Result<()> {
+    let scratch = scratch_repo(node)?;
+    let Some(commit) = scratch.resolve_commit(&format!("refs/heads/{}", remote.name))? else {
+        return Ok(());
+    };
+    let tracking = format!("refs/remotes/{}/{branch}", remote.name);
+    if repo.resolve_commit(&tracking)?.as_deref() != Some(commit.as_str()) {
+        let have: Vec<String> = repo
+            .run([
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/heads",
+                "refs/remotes",
+            ])?
+            .lines()
+            .map(str::to_owned)
+            .filter(|id| scratch.resolve_commit(id).ok().flatten().is_some())
+            .collect();
+        let mut pack = transfer::pack_objects(&scratch, &commit, &have)?;
+        transfer::copy(&mut pack, repo).context("what the remote served does not verify")?;
+        transfer::require_complete(repo, &commit)?;
+        repo.run(["update-ref", "--", &tracking, &commit])?;
+    }
+    Ok(())
+}
+
+/// ssh with the node's key, never asking anyone anything, trusting the host
+/// keys the seed pinned as well as the system's.
+fn ssh_command(node: &Node) -> String {
+    let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
+    let mut command = format!("ssh -i {} -o BatchMode=yes", quote(&node.ssh_key()));
+    if node.known_hosts().is_file() {
+        command.push_str(&format!(
+            " -o UserKnownHostsFile={}",
+            quote(&node.known_hosts())
+        ));
+    }
+    command
 }
 
 /// Waits for a fetch until `deadline`, then kills it.
-fn wait_fetch(mut child: Child, deadline: Instant) -> std::result::Result<(), String> {
+fn wait_fetch(
+    mut child: Child,
+    mut stderr: std::fs::File,
+    deadline: Instant,
+) -> std::result::Result<(), String> {
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             if status.success() {
                 return Ok(());
             }
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            let last = stderr
+            let mut text = String::new();
+            let _ = std::io::Seek::rewind(&mut stderr);
+            let _ = std::io::Read::read_to_string(
+                &mut std::io::Read::take(&mut stderr, 64 * 1024),
+                &mut text,
+            );
+            let last = text
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
@@ -231,7 +402,7 @@ fn wait_fetch(mut child: Child, deadline: Instant) -> std::result::Result<(), St
             return Err(format!(
                 "git fetch {}: {}",
                 crate::stream::explain(status),
-                last.trim()
+                remotes::redact(last.trim())
             ));
         }
         if Instant::now() >= deadline {
@@ -244,46 +415,99 @@ fn wait_fetch(mut child: Child, deadline: Instant) -> std::result::Result<(), St
 }
 
 /// Sorts fetched remotes into candidates (fast-forwards) and the rest.
-fn classify(repo: &Repo, local: Option<&str>, remotes: &mut [RemoteReport]) -> Result<()> {
-    for remote in remotes.iter_mut().filter(|r| r.outcome != Outcome::Failed) {
-        let Some(commit) = remote.commit.clone() else {
-            remote.reason = "the remote has no deploy branch".to_owned();
+fn classify(repo: &Repo, local: Option<&str>, remotes: &mut [Fetched]) -> Result<()> {
+    for fetched in remotes
+        .iter_mut()
+        .filter(|f| f.decision == Decision::Candidate)
+    {
+        let Some(commit) = fetched.commit.as_deref() else {
+            fetched.decision = Decision::NoBranch;
             continue;
         };
-        remote.reason = match local {
-            Some(local) if local == commit => "up to date".to_owned(),
-            Some(local) if is_ancestor(repo, &commit, local)? => "behind the node".to_owned(),
-            Some(local) if !is_ancestor(repo, local, &commit)? => {
+        fetched.decision = match local {
+            Some(local) if local == commit => Decision::UpToDate,
+            Some(local) if repo.is_ancestor(commit, local)? => Decision::Behind,
+            Some(local) if !repo.is_ancestor(local, commit)? => {
                 eprintln!(
                     "troops: warning: `{}` ({}) has diverged from the node's branch: skipped",
-                    remote.name, remote.url
+                    fetched.remote.name,
+                    fetched.remote.shown_url()
                 );
-                "diverged".to_owned()
+                Decision::Diverged
             }
-            _ => CANDIDATE.to_owned(),
+            _ => Decision::Candidate,
         };
     }
     Ok(())
 }
 
-const CANDIDATE: &str = "fast-forward";
+/// Checks each candidate as a deploy would before any is chosen; a refused
+/// one is skipped by name and recorded once.
+fn verify(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    args: &Args,
+    remotes: &mut [Fetched],
+) -> Result<()> {
+    if config.signatures == Policy::None {
+        return Ok(());
+    }
+    for fetched in remotes
+        .iter_mut()
+        .filter(|f| f.decision == Decision::Candidate)
+    {
+        let commit = fetched.commit.clone().unwrap_or_default();
+        let Err(e) = signatures::check(node, config, repo, &commit) else {
+            continue;
+        };
+        let why = one_line(&e);
+        eprintln!(
+            "troops: warning: skipping `{}` ({}): {why}",
+            fetched.remote.name,
+            fetched.remote.shown_url()
+        );
+        record_refusal(node, args, &commit, &fetched.remote.name, &why)?;
+        fetched.decision = Decision::Refused(why);
+    }
+    Ok(())
+}
 
-pub fn is_ancestor(repo: &Repo, ancestor: &str, descendant: &str) -> Result<bool> {
-    let mut cmd = repo.command();
-    cmd.args(["merge-base", "--is-ancestor", "--", ancestor, descendant]);
-    let status = cmd.status().context("cannot run git merge-base")?;
-    match status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => anyhow::bail!("`{}` {}", describe(&cmd), crate::stream::explain(status)),
+/// A history record for a refused commit, the first time it is refused.
+fn record_refusal(node: &Node, args: &Args, commit: &str, remote: &str, why: &str) -> Result<()> {
+    let marker = node.refused_dir().join(commit);
+    if marker.exists() {
+        return Ok(());
+    }
+    let _lock = DeployLock::acquire(
+        node,
+        wait_mode(args),
+        &format!("pull refusing {}", short(commit)),
+    )?;
+    let mut entry = Entry::start(node, Trigger::Pull, &invoking_user())?;
+    entry.set_commit(commit)?;
+    writeln!(
+        entry.log,
+        "troops: refused {} from `{remote}`: {why}",
+        short(commit)
+    )?;
+    entry.finish(node, &Err(format!("refused from `{remote}`: {why}")))?;
+    write_atomically(&marker, format!("{remote}\n").as_bytes())
+}
+
+fn wait_mode(args: &Args) -> Wait {
+    if args.no_wait {
+        Wait::Fail
+    } else {
+        Wait::Block
     }
 }
 
 /// Picks the candidate that contains every other one, and says why the
 /// others are skipped.
-fn choose(repo: &Repo, remotes: &mut [RemoteReport]) -> Result<Option<usize>> {
+fn choose(repo: &Repo, remotes: &mut [Fetched]) -> Result<Option<usize>> {
     let candidates: Vec<usize> = (0..remotes.len())
-        .filter(|&i| remotes[i].reason == CANDIDATE)
+        .filter(|&i| remotes[i].decision == Decision::Candidate)
         .collect();
     let mut best: Option<usize> = None;
     for &i in &candidates {
@@ -291,7 +515,7 @@ fn choose(repo: &Repo, remotes: &mut [RemoteReport]) -> Result<Option<usize>> {
         let mut contains_all = true;
         for &j in &candidates {
             let other = remotes[j].commit.as_deref().unwrap_or_default();
-            if !is_ancestor(repo, other, &commit)? {
+            if !repo.is_ancestor(other, &commit)? {
                 contains_all = false;
                 break;
             }
@@ -305,16 +529,17 @@ fn choose(repo: &Repo, remotes: &mut [RemoteReport]) -> Result<Option<usize>> {
         if Some(j) == best {
             continue;
         }
-        remotes[j].reason = match best {
+        remotes[j].decision = match best {
             Some(i) if remotes[i].commit == remotes[j].commit => {
-                format!("same commit as `{}`", remotes[i].name)
+                Decision::SameAs(remotes[i].remote.name.clone())
             }
-            Some(i) => format!("`{}` has a newer commit that contains it", remotes[i].name),
-            None => "the remotes disagree (no one commit contains the others)".to_owned(),
+            Some(i) => Decision::ContainedIn(remotes[i].remote.name.clone()),
+            None => Decision::Disagree,
         };
         eprintln!(
             "troops: skipping `{}`: {}",
-            remotes[j].name, remotes[j].reason
+            remotes[j].remote.name,
+            remotes[j].decision.reason()
         );
     }
     Ok(best)
@@ -327,45 +552,41 @@ fn deploy_chosen(
     repo: &Repo,
     args: &Args,
     trigger: Trigger,
-    remote: &mut RemoteReport,
-) -> Result<Outcome> {
-    let commit = remote.commit.clone().unwrap_or_default();
+    fetched: &mut Fetched,
+) -> Result<()> {
+    let commit = fetched.commit.clone().unwrap_or_default();
+    let name = fetched.remote.name.clone();
     let branch_ref = format!("refs/heads/{}", config.branch());
     if let Some(percent) = rollout::fraction(repo, &commit)? {
         let hostname = rollout::hostname();
         if !rollout::takes(&hostname, percent) {
-            remote.outcome = Outcome::HeldBack;
-            remote.reason = format!("rollout {percent}%: this node ({hostname}) is not in it");
+            fetched.decision = Decision::HeldBack(format!(
+                "rollout {percent}%: this node ({hostname}) is not in it"
+            ));
             eprintln!(
-                "troops: held back {} from `{}`: {}",
+                "troops: held back {} from `{name}`: {}",
                 short(&commit),
-                remote.name,
-                remote.reason
+                fetched.decision.reason()
             );
-            return Ok(Outcome::HeldBack);
+            return Ok(());
         }
     }
-    let wait = if args.no_wait {
-        Wait::Fail
-    } else {
-        Wait::Block
-    };
     let _lock = DeployLock::acquire(
         node,
-        wait,
-        &format!("pull of {} from {}", short(&commit), remote.name),
+        wait_mode(args),
+        &format!("pull of {} from {name}", short(&commit)),
     )?;
     // A push may have landed while we fetched or waited: re-check under the lock.
     let local = repo.resolve_commit(&branch_ref)?;
-    if let Some(local) = &local
-        && !is_ancestor(repo, local, &commit)?
-    {
-        remote.reason = "the node's branch moved meanwhile and this is no fast-forward".to_owned();
-        return Ok(Outcome::Nothing);
-    }
-    if local.as_deref() == Some(commit.as_str()) {
-        remote.reason = "up to date".to_owned();
-        return Ok(Outcome::Nothing);
+    if let Some(local) = &local {
+        if local == &commit {
+            fetched.decision = Decision::UpToDate;
+            return Ok(());
+        }
+        if !repo.is_ancestor(local, &commit)? {
+            fetched.decision = Decision::BranchMoved;
+            return Ok(());
+        }
     }
     let user = invoking_user();
     let request = Request {
@@ -375,24 +596,22 @@ fn deploy_chosen(
     };
     if let Err(e) = deploy_commit(node, config, repo, &commit, &request) {
         crate::error::report(&e);
-        remote.outcome = Outcome::Failed;
-        remote.reason = format!("deploy failed: {}", crate::deploy::one_line(&e));
-        return Ok(Outcome::Failed);
+        fetched.decision = Decision::DeployFailed(one_line(&e));
+        return Ok(());
     }
     let old = local.unwrap_or_else(|| "0".repeat(commit.len()));
     repo.run([
         "update-ref",
         "-m",
-        &format!("troops pull from {}", remote.name),
+        &format!("troops pull from {name}"),
         "--",
         &branch_ref,
         &commit,
         &old,
     ])
     .with_context(|| format!("deployed {} but cannot move `{branch_ref}`", short(&commit)))?;
-    remote.outcome = Outcome::Deployed;
-    remote.reason = "deployed".to_owned();
-    Ok(Outcome::Deployed)
+    fetched.decision = Decision::Deployed;
+    Ok(())
 }
 
 /// Where the last pull's report is kept for `troops status`.
@@ -416,7 +635,7 @@ fn finish(node: &Node, report: &Report) -> Result<()> {
         .any(|r| !r.reason.starts_with("unreachable"));
     match report.result {
         _ if report.remotes.is_empty() => {
-            eprintln!("troops: pull: nothing to do: the node's repository has no remotes");
+            eprintln!("troops: pull: nothing to do: the node has no remotes");
             Ok(())
         }
         Outcome::Deployed => {
@@ -435,11 +654,21 @@ fn finish(node: &Node, report: &Report) -> Result<()> {
         Outcome::Failed if !fetched => Err(UserError::new("pull: no remote could be fetched")
             .hint(format!(
                 "check the remotes' URLs and the network; an SSH git server must accept the node's key \
-                 `{}.pub`, and an HTTPS one's certificate must be trusted (git's http.sslCAInfo)",
+                 `{}.pub` and its host key must be known (/etc/troops/known_hosts), and an HTTPS \
+                 one's certificate must be trusted (http.sslCAInfo in /etc/troops/gitconfig)",
                 node.ssh_key().display()
             ))
             .into()),
-        Outcome::Failed => Err(UserError::new("pull: the deploy failed; the branch stays, and the next pull retries").into()),
+        Outcome::Failed if report.remotes.iter().all(|r| r.outcome == Outcome::Failed && r.reason.starts_with("refused")
+            || r.reason.starts_with("unreachable")) => Err(UserError::new(
+            "pull: no remote serves a commit this node accepts; nothing deployed",
+        )
+        .hint("sign the commit with a key in /etc/troops (see the warnings above)")
+        .into()),
+        Outcome::Failed => Err(UserError::new(
+            "pull: the deploy failed; the branch stays, and the next pull retries",
+        )
+        .into()),
         Outcome::Nothing => {
             eprintln!("troops: pull: nothing new");
             Ok(())

@@ -20,7 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::deploy::{resolve, source_repo};
+use crate::engine::{resolve, source_repo};
 use crate::error::UserError;
 use crate::git::short;
 use crate::paths::Node;

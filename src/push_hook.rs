@@ -1,41 +1,41 @@
-//! Push to deploy: the repository's pre-receive hook, run as root.
+//! Push to deploy: the members' repository's pre-receive hook.
 //!
-//! `git push` to `repo/main.git` runs `hooks/pre-receive` as the pusher, which
-//! hands the ref updates to `troops hook pre-receive` through `sudo` (a
-//! sudoers rule allows exactly that command line to group `troops`). Nothing
-//! the pusher controls is trusted: sudo resets the environment, and what the
-//! hook passes on stdin (the quarantine directory, the receive-pack pid and
-//! the ref lines) is validated here.
+//! `git push` to `repo/main.git` runs `hooks/pre-receive` as the pusher,
+//! which runs `troops hook pre-receive` (still as the pusher). That side
+//! packs the pushed commit's objects from the push (git's quarantine) and
+//! hands them, with the ref update, to `troops hook receive` through `sudo`
+//! (a sudoers rule allows exactly that command line to group `troops`).
 //!
-//! A push that moves the deploy branch deploys the pushed commit before the
-//! branch moves. Under the deploy lock, a push whose old value is no longer
-//! the branch's is refused before it deploys; after a successful deploy a
-//! detached keeper keeps holding the lock until git has moved the ref (or
-//! receive-pack is gone), so the deployed commit is always what the branch
-//! names once the push ends. Other branches and tags are stored without a
-//! deploy; deleting the deploy branch is refused.
+//! Root believes none of it: the objects go through `git index-pack
+//! --strict` into root's own repository, the commit must arrive whole, and
+//! the signature (where required) is checked there, on the commit that is
+//! then exported. Under the deploy lock, a push whose starting point is no
+//! longer root's branch is refused before it deploys; a successful deploy
+//! moves root's branch by compare-and-swap before the lock is released, so
+//! what runs is always what root's branch names. The members' branch is
+//! theirs (receive-pack moves it after the hook); other branches and tags
+//! are stored there without a deploy, and deleting the deploy branch is
+//! refused.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::deploy::{Request, deploy_commit, invoking_user};
+use crate::engine::{Request, deploy_commit, invoking_user};
 use crate::error::UserError;
-use crate::git::{Repo, short};
+use crate::git::{self, Repo, is_object_id, short};
 use crate::history::Trigger;
-use crate::init;
 use crate::lock::{DeployLock, Wait};
-use crate::paths::Node;
+use crate::paths::{self, Node};
+use crate::transfer;
 
-/// How long the keeper waits for git to move the ref after a deploy.
-const KEEP_LOCK_AT_MOST: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(5);
-const ZERO_LENGTHS: [usize; 2] = [40, 64];
+/// How much of the hook input (ref lines) is read at most.
+const MAX_REFS: u64 = 1 << 20;
+/// How long the header before the pack may be.
+const MAX_HEADER: usize = 4096;
 
 /// Internal commands run by the repository's hooks
 #[derive(Debug, clap::Args)]
@@ -46,35 +46,20 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum HookCommand {
-    /// Deploy a push to the deploy branch (run by hooks/pre-receive, as root)
+    /// Hand a push to the deploy branch to root (run by hooks/pre-receive, as the pusher)
     PreReceive,
-    /// Hold the deploy lock on FD until REF is NEW or PID has exited
-    #[command(hide = true)]
-    HoldLock {
-        #[arg(long)]
-        fd: i32,
-        #[arg(long = "ref")]
-        refname: String,
-        #[arg(long)]
-        new: String,
-        #[arg(long)]
-        pid: i32,
-    },
+    /// Verify and deploy a pushed commit (run through sudo, as root)
+    Receive,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
     match args.command {
         HookCommand::PreReceive => pre_receive(node),
-        HookCommand::HoldLock {
-            fd,
-            refname,
-            new,
-            pid,
-        } => hold_lock(node, fd, &refname, &new, pid),
+        HookCommand::Receive => receive(node),
     }
 }
 
-/// One line of pre-receive input: `OLD NEW REFNAME`.
+/// One ref update: `OLD NEW REFNAME`.
 #[derive(Debug, PartialEq, Eq)]
 struct Update {
     old: String,
@@ -82,31 +67,33 @@ struct Update {
     refname: String,
 }
 
-/// What the hook script passes before git's ref lines.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// What the pusher's side tells root before the pack.
+#[derive(Debug, PartialEq, Eq)]
 struct Header {
-    quarantine: Option<PathBuf>,
-    receive_pack: Option<i32>,
+    update: Update,
+    /// Root's branch as the pusher's side found it (`None`: no branch yet).
+    base: Option<String>,
     /// `git push -o dry-run`: report what would change, then refuse the push.
     dry_run: bool,
 }
 
+/// The pusher's side: pick the deploy branch's update and send it to root.
 fn pre_receive(node: &Node) -> Result<()> {
     let mut input = String::new();
     std::io::stdin()
         .lock()
-        .take(1 << 20)
+        .take(MAX_REFS)
         .read_to_string(&mut input)
         .context("cannot read the pushed refs")?;
-    let (header, updates) = parse_input(&input)?;
-    check_run_by_receive_pack(header.receive_pack)?;
+    let updates: Vec<Update> = input.lines().map(parse_update).collect::<Result<_>>()?;
+    let dry_run = push_options()?;
     let config = Config::load(node)?;
     let branch_ref = format!("refs/heads/{}", config.branch());
-    let Some(update) = updates.iter().find(|u| u.refname == branch_ref) else {
-        for u in &updates {
+    let Some(update) = updates.into_iter().find(|u| u.refname == branch_ref) else {
+        for line in input.lines() {
+            let refname = line.rsplit(' ').next().unwrap_or_default();
             eprintln!(
-                "troops: {} stored, not deployed (the deploy branch is {})",
-                u.refname,
+                "troops: {refname} stored, not deployed (the deploy branch is {})",
                 config.branch()
             );
         }
@@ -120,14 +107,193 @@ fn pre_receive(node: &Node) -> Result<()> {
         .hint("push another commit to it instead; a forced push of an older commit rolls back")
         .into());
     }
-    let repo = quarantined_repo(node, header.quarantine.as_deref())?;
+    let members = pushed_objects(node);
+    let base = Repo::deploy(node).resolve_commit(&branch_ref)?;
+    check_contains_base(&members, &update, base.as_deref(), config.branch())?;
+    let have: Vec<String> = base
+        .iter()
+        .filter(|b| members.resolve_commit(b).ok().flatten().is_some())
+        .cloned()
+        .collect();
+    let header = Header {
+        update,
+        base,
+        dry_run,
+    };
+    let mut pack = transfer::pack_objects(&members, &header.update.new, &have)?;
+    let status = hand_to_root(node, &header, &mut pack)?;
+    if !status.success() {
+        // Root has said why on stderr, which reaches the pusher.
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The members' repository as receive-pack sees it, quarantine included.
+fn pushed_objects(node: &Node) -> Repo {
+    let repo = Repo::bare(&node.push_repo());
+    match std::env::var_os("GIT_QUARANTINE_PATH") {
+        Some(quarantine) => {
+            repo.with_objects(Path::new(&quarantine), &node.push_repo().join("objects"))
+        }
+        None => repo,
+    }
+}
+
+/// `-o dry-run` is the one push option Troops knows.
+fn push_options() -> Result<bool> {
+    let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut dry_run = false;
+    for i in 0..count {
+        match std::env::var(format!("GIT_PUSH_OPTION_{i}"))
+            .unwrap_or_default()
+            .as_str()
+        {
+            "dry-run" => dry_run = true,
+            other => {
+                return Err(UserError::new(format!("unknown push option `{other}`"))
+                    .hint("troops knows the push option `dry-run`")
+                    .into());
+            }
+        }
+    }
+    Ok(dry_run)
+}
+
+/// A push must contain what root's branch names, unless it starts from it:
+/// after a pull moved root's branch, a push built on the members' older
+/// branch would silently undo the pulled commit.
+fn check_contains_base(
+    members: &Repo,
+    update: &Update,
+    base: Option<&str>,
+    branch: &str,
+) -> Result<()> {
+    let Some(base) = base else { return Ok(()) };
+    if base == update.old || members.is_ancestor(base, &update.new).unwrap_or(false) {
+        return Ok(());
+    }
+    Err(UserError::new(format!(
+        "the node's branch `{branch}` is at {}, which this push does not contain; nothing was deployed",
+        short(base)
+    ))
+    .hint("merge that commit (from the remote the node pulls) and push again")
+    .into())
+}
+
+/// Runs root's side with the header and the pack on its stdin; its output
+/// goes straight to the pusher.
+fn hand_to_root(
+    node: &Node,
+    header: &Header,
+    pack: &mut Command,
+) -> Result<std::process::ExitStatus> {
+    let exe = std::env::current_exe().context("cannot find the troops executable")?;
+    let mut root = if nix::unistd::Uid::effective().is_root() {
+        Command::new(&exe)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "--"]).arg(&exe);
+        sudo
+    };
+    root.arg("--root")
+        .arg(node.root())
+        .args(["hook", "receive"])
+        .stdin(Stdio::piped());
+    let mut child = root.spawn().context("cannot run sudo")?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let sent = send(&mut stdin, header, pack);
+    drop(stdin);
+    let status = child.wait()?;
+    // Root may have refused before reading the pack; its status says why.
+    if status.success() {
+        sent?;
+    }
+    Ok(status)
+}
+
+fn send(to: &mut impl Write, header: &Header, pack: &mut Command) -> Result<()> {
+    to.write_all(header.render().as_bytes())?;
+    pack.stdout(Stdio::piped());
+    git::log_command(pack);
+    let mut child = pack.spawn().context("cannot run git pack-objects")?;
+    let mut out = child.stdout.take().context("no pack output")?;
+    std::io::copy(&mut out, to).context("cannot hand the pack to root")?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("git pack-objects {}", crate::stream::explain(status));
+    }
+    Ok(())
+}
+
+impl Header {
+    fn render(&self) -> String {
+        let u = &self.update;
+        let mut text = format!(
+            "update {} {} {}\nbase {}\n",
+            u.old,
+            u.new,
+            u.refname,
+            self.base.as_deref().unwrap_or("none")
+        );
+        if self.dry_run {
+            text.push_str("option dry-run\n");
+        }
+        text.push('\n');
+        text
+    }
+
+    fn parse(text: &str) -> Result<Header> {
+        let mut update = None;
+        let mut base = None;
+        let mut dry_run = false;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            match line.split_once(' ') {
+                Some(("update", rest)) => update = Some(parse_update(rest)?),
+                Some(("base", "none")) => base = Some(None),
+                Some(("base", id)) if is_object_id(id) => base = Some(Some(id.to_owned())),
+                Some(("option", "dry-run")) => dry_run = true,
+                _ => bail!("unexpected hook input `{line}`"),
+            }
+        }
+        let (Some(update), Some(base)) = (update, base) else {
+            bail!("the hook input names no update or no base");
+        };
+        Ok(Header {
+            update,
+            base,
+            dry_run,
+        })
+    }
+}
+
+/// Root's side: verify the pushed commit in root's repository, deploy it,
+/// and move root's branch.
+fn receive(node: &Node) -> Result<()> {
+    let header = Header::parse(&read_header()?)?;
+    let config = Config::load(node)?;
+    let branch_ref = format!("refs/heads/{}", config.branch());
+    let update = &header.update;
+    if update.refname != branch_ref || is_zero(&update.new) {
+        bail!("`troops hook receive` only deploys a commit to `{branch_ref}`");
+    }
+    let repo = Repo::deploy(node);
+    // The rest of stdin is the pack: index-pack reads it from our descriptor.
+    transfer::index_pack(&repo, Stdio::inherit()).context("cannot take in the pushed objects")?;
+    if repo.resolve_commit(&update.new)?.as_deref() != Some(update.new.as_str()) {
+        bail!("the push did not carry commit {}", short(&update.new));
+    }
+    transfer::require_complete(&repo, &update.new)?;
     let user = invoking_user();
-    let lock = DeployLock::acquire(
+    let _lock = DeployLock::acquire(
         node,
         Wait::Block,
         &format!("push of {} by {user}", short(&update.new)),
     )?;
-    check_branch_unmoved(&Repo::bare(&node.repo()), update, config.branch())?;
+    check_branch_unmoved(&repo, &branch_ref, header.base.as_deref(), config.branch())?;
     let request = Request {
         trigger: Trigger::Push,
         user: &user,
@@ -142,73 +308,42 @@ fn pre_receive(node: &Node) -> Result<()> {
         .hint("push again without `-o dry-run` to deploy")
         .into());
     }
-    if let Some(pid) = header.receive_pack {
-        spawn_keeper(node, lock, update, pid)?;
-    }
+    let old = header.base.unwrap_or_else(|| "0".repeat(update.new.len()));
+    repo.run([
+        "update-ref",
+        "-m",
+        &format!("troops: push by {user}"),
+        "--",
+        &branch_ref,
+        &update.new,
+        &old,
+    ])
+    .with_context(|| {
+        format!(
+            "deployed {} but cannot move `{branch_ref}`",
+            short(&update.new)
+        )
+    })?;
     Ok(())
 }
 
-fn parse_input(input: &str) -> Result<(Header, Vec<Update>)> {
-    let mut header = Header::default();
-    let mut lines = input.lines();
-    for line in lines.by_ref() {
-        if line.is_empty() {
-            break;
+/// Reads the header up to its blank line, a byte at a time, so that not one
+/// byte of the pack after it is consumed here.
+fn read_header() -> Result<String> {
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    while !header.ends_with(b"\n\n") {
+        if header.len() >= MAX_HEADER {
+            bail!("the hook input has no end of header");
         }
-        match line.split_once(' ') {
-            Some(("quarantine", "")) => {}
-            Some(("quarantine", path)) => header.quarantine = Some(PathBuf::from(path)),
-            Some(("pid", pid)) => header.receive_pack = Some(pid.parse().context("invalid pid")?),
-            Some(("option", "dry-run")) => header.dry_run = true,
-            Some(("option", other)) => {
-                return Err(UserError::new(format!("unknown push option `{other}`"))
-                    .hint("troops knows the push option `dry-run`")
-                    .into());
-            }
-            _ => bail!("unexpected hook input `{line}`"),
+        match nix::unistd::read(std::io::stdin(), &mut byte) {
+            Ok(1) => header.push(byte[0]),
+            Ok(_) => bail!("the hook input ended early"),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("cannot read the hook input"),
         }
     }
-    let updates = lines.map(parse_update).collect::<Result<_>>()?;
-    Ok((header, updates))
-}
-
-/// The hook input is only believed when it comes from a push: the pid it
-/// names must be a `git receive-pack` among our ancestors. A member running
-/// the sudo-allowed command by hand (to deploy an arbitrary commit without
-/// moving the branch, or to hold the lock) is refused.
-fn check_run_by_receive_pack(claimed: Option<i32>) -> Result<()> {
-    let refuse = || {
-        UserError::new("`troops hook pre-receive` only runs for a push")
-            .hint("push to the node's repository instead, or run `troops deploy`")
-    };
-    let claimed = claimed.ok_or_else(refuse)?;
-    let mut pid = nix::unistd::getppid().as_raw();
-    for _ in 0..8 {
-        if pid == claimed {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            return match cmdline.contains("receive-pack") {
-                true => Ok(()),
-                false => Err(refuse().into()),
-            };
-        }
-        pid = match parent_of(pid) {
-            Some(parent) if parent > 1 => parent,
-            _ => break,
-        };
-    }
-    Err(refuse().into())
-}
-
-/// The parent pid from /proc/PID/stat (the field after the `(comm)`).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    String::from_utf8(header).context("the hook input is not text")
 }
 
 fn parse_update(line: &str) -> Result<Update> {
@@ -219,7 +354,7 @@ fn parse_update(line: &str) -> Result<Update> {
         bail!("malformed ref update `{line}`");
     };
     for id in [old, new] {
-        if !ZERO_LENGTHS.contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_object_id(id) {
             bail!("malformed object id `{id}`");
         }
     }
@@ -238,31 +373,15 @@ fn is_zero(id: &str) -> bool {
     id.bytes().all(|b| b == b'0')
 }
 
-/// The node's repository, seeing the push's quarantined objects.
-///
-/// The quarantine must be git's own incoming directory inside the node's
-/// object store, so a pusher cannot point root's git at other files.
-fn quarantined_repo(node: &Node, quarantine: Option<&Path>) -> Result<Repo> {
-    let repo = Repo::bare(&node.repo());
-    let Some(dir) = quarantine else {
-        return Ok(repo);
-    };
-    let objects = std::fs::canonicalize(node.repo().join("objects"))?;
-    let dir =
-        std::fs::canonicalize(dir).with_context(|| format!("no quarantine `{}`", dir.display()))?;
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let inside = dir.parent() == Some(objects.as_path());
-    if !inside || !(name.starts_with("tmp_objdir-incoming-") || name.starts_with("incoming-")) {
-        bail!("refusing quarantine directory `{}`", dir.display());
-    }
-    Ok(repo.with_objects(&dir, &objects))
-}
-
-/// Under the lock: the branch must still be where this push found it.
-fn check_branch_unmoved(repo: &Repo, update: &Update, branch: &str) -> Result<()> {
-    let current = repo.resolve_commit(&update.refname)?;
-    let expected = (!is_zero(&update.old)).then(|| update.old.clone());
-    if current == expected {
+/// Under the lock: root's branch must still be where this push found it.
+fn check_branch_unmoved(
+    repo: &Repo,
+    branch_ref: &str,
+    base: Option<&str>,
+    branch: &str,
+) -> Result<()> {
+    let current = repo.resolve_commit(branch_ref)?;
+    if current.as_deref() == base {
         return Ok(());
     }
     let now = current.as_deref().map_or("nothing", short);
@@ -273,103 +392,12 @@ fn check_branch_unmoved(repo: &Repo, update: &Update, branch: &str) -> Result<()
     .into())
 }
 
-/// Hands the lock to a detached `troops hook hold-lock` that outlives this hook.
-fn spawn_keeper(node: &Node, lock: DeployLock, update: &Update, pid: i32) -> Result<()> {
-    let fd = lock.as_raw_fd();
-    lock.set_inheritable(true)?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--root")
-        .arg(node.root())
-        .args([
-            "hook",
-            "hold-lock",
-            "--fd",
-            &fd.to_string(),
-            "--ref",
-            &update.refname,
-        ])
-        .args(["--new", &update.new, "--pid", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        // git reads the hook's stderr until it closes: the keeper must not hold it.
-        .stderr(Stdio::null());
-    unsafe_setsid(&mut cmd);
-    cmd.spawn().context("cannot start the lock keeper")?;
-    // Dropping the lock would unlock it for the keeper too (flock locks belong
-    // to the shared open file); closing our descriptor at exit does not.
-    std::mem::forget(lock);
-    Ok(())
-}
-
-fn unsafe_setsid(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
-/// Keeps the inherited lock until git has moved `refname` to `new`.
-fn hold_lock(node: &Node, fd: i32, refname: &str, new: &str, pid: i32) -> Result<()> {
-    use std::os::fd::FromRawFd;
-    // The lock lives in the inherited descriptor; closing it releases it.
-    let open = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
-    let expected = std::fs::canonicalize(node.lock_file()).ok();
-    if open.is_none() || open != expected {
-        bail!("descriptor {fd} is not the node's deploy lock");
-    }
-    // SAFETY: the descriptor is open on the lock file (checked above), and
-    // nothing else in this process owns it.
-    let lock = unsafe { std::fs::File::from_raw_fd(fd) };
-    let repo = node.repo();
-    let started = Instant::now();
-    while started.elapsed() < KEEP_LOCK_AT_MOST
-        && ref_value(&repo, refname).as_deref() != Some(new)
-        && alive(pid)
-    {
-        std::thread::sleep(POLL);
-    }
-    drop(lock);
-    Ok(())
-}
-
-/// The loose ref's value: git writes a loose ref whenever it updates one.
-fn ref_value(repo: &Path, refname: &str) -> Option<String> {
-    let text = std::fs::read_to_string(repo.join(refname)).ok()?;
-    Some(text.trim().to_owned())
-}
-
-fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-/// The hook `troops init` installs. It runs troops through sudo unless the
-/// pusher is root, and passes on stdin what sudo's clean environment drops:
-/// git's quarantine directory, receive-pack's pid and the push options.
-const HOOK: &str = r#"#!/bin/sh
-# Installed by `troops init`: deploys pushes to the deploy branch.
-# Changes here are overwritten.
-header() {
-	printf 'quarantine %s\npid %s\n' "${GIT_QUARANTINE_PATH:-}" "$PPID"
-	i=0
-	while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do
-		# Only the variable's name is built here; its value is not evaluated.
-		eval "printf 'option %s\n' \"\$GIT_PUSH_OPTION_$i\""
-		i=$((i + 1))
-	done
-	printf '\n'
-	cat
-}
-if [ "$(id -u)" = 0 ]; then
-	header | @TROOPS@ hook pre-receive
-else
-	header | sudo -n -- @TROOPS@ hook pre-receive
-fi
-"#;
+/// The hook `troops init` installs: it runs as the pusher and execs troops,
+/// which hands the push to root through sudo.
+const HOOK: &str = "#!/bin/sh\n\
+# Installed by `troops init`: deploys pushes to the deploy branch.\n\
+# It runs as the pusher; root verifies everything it is handed.\n\
+exec @TROOPS@ hook pre-receive\n";
 
 pub fn hook_script(exe: &Path, root: &Path) -> String {
     HOOK.replace(
@@ -385,7 +413,7 @@ pub fn sudoers(exe: &Path, root: &Path) -> String {
         "# Installed by `troops init`: members of group troops may deploy\n\
          # (a push, or a re-deploy of the node's branch) and nothing else.\n\
          Defaults!{exe} env_reset\n\
-         %troops ALL=(root) NOPASSWD: {troops} hook pre-receive, {troops} deploy\n",
+         %troops ALL=(root) NOPASSWD: {troops} hook receive, {troops} deploy\n",
         exe = sudo_escape(exe)
     )
 }
@@ -407,14 +435,32 @@ fn sudo_escape(path: &Path) -> String {
 }
 
 /// Installs the hook and, where the group exists, the sudoers drop-in.
-pub fn install(node: &Node) -> Result<()> {
+/// The hooks directory is the members': opened without following links, and
+/// the hook written through that descriptor.
+pub fn install(node: &Node, gid: nix::unistd::Gid) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the troops executable")?;
-    let hooks = node.repo().join("hooks");
-    init::ensure_dir(&hooks, 0o755, nix::unistd::Gid::from_raw(0))?;
-    let hook = hooks.join("pre-receive");
-    crate::history::write_atomically(&hook, hook_script(&exe, node.root()).as_bytes())?;
-    init::set_mode(&hook, 0o755)?;
-    if init::troops_group().is_some() {
+    let repo = paths::open_dir_nofollow(&node.push_repo())?;
+    let hooks = match paths::open_subdir(&repo, "hooks", &node.push_repo()) {
+        Ok(fd) => fd,
+        Err(_) => {
+            // Missing, or something else planted in its place: start afresh.
+            let _ = nix::unistd::unlinkat(&repo, "hooks", nix::unistd::UnlinkatFlags::NoRemoveDir);
+            nix::sys::stat::mkdirat(
+                &repo,
+                "hooks",
+                nix::sys::stat::Mode::from_bits_truncate(0o755),
+            )
+            .context("cannot create the hooks directory")?;
+            paths::open_subdir(&repo, "hooks", &node.push_repo())?
+        }
+    };
+    // Root's, so that a member does not change it by accident; the
+    // repository is theirs, so this is no boundary (root verifies pushes).
+    paths::set_owner_fd(&hooks, &node.push_repo(), gid)?;
+    nix::sys::stat::fchmod(&hooks, nix::sys::stat::Mode::from_bits_truncate(0o755))?;
+    let script = hook_script(&exe, node.root());
+    paths::write_at(&hooks, "pre-receive", script.as_bytes(), 0o755, gid)?;
+    if crate::init::troops_group().is_some() {
         install_sudoers(node, &exe)?;
     }
     Ok(())
@@ -425,8 +471,7 @@ fn install_sudoers(node: &Node, exe: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let path = dir.join("troops");
     let tmp = dir.join(".troops.new");
-    std::fs::write(&tmp, sudoers(exe, node.root()))?;
-    init::set_mode(&tmp, 0o440)?;
+    paths::write_atomically_mode(&tmp, sudoers(exe, node.root()).as_bytes(), 0o440)?;
     let mut check = Command::new("visudo");
     check.args(["-c", "-q", "-f"]).arg(&tmp);
     match check.output() {
@@ -451,25 +496,25 @@ mod tests {
     const Z: &str = "0000000000000000000000000000000000000000";
 
     #[test]
-    fn input_is_parsed_and_validated() {
-        let input = format!(
-            "quarantine /r/objects/tmp_objdir-incoming-x\npid 42\n\n{Z} {A} refs/heads/master\n"
-        );
-        let (header, updates) = parse_input(&input).unwrap();
-        assert_eq!(header.receive_pack, Some(42));
-        assert_eq!(
-            header.quarantine.as_deref(),
-            Some(Path::new("/r/objects/tmp_objdir-incoming-x"))
-        );
-        assert_eq!(updates[0].new, A);
+    fn header_round_trips_and_hostile_input_is_refused() {
+        let header = Header {
+            update: parse_update(&format!("{Z} {A} refs/heads/master")).unwrap(),
+            base: None,
+            dry_run: true,
+        };
+        let text = header.render();
+        assert!(text.ends_with("\n\n"));
+        assert_eq!(Header::parse(&text).unwrap(), header);
         for bad in [
-            format!("\n{Z} {A}\n"),
-            format!("\n{Z} xyz refs/heads/master\n"),
-            format!("\n{Z} {A} refs/heads/a b\n"),
-            format!("\n{Z} {A} master\n"),
-            "env GIT_DIR=/etc\n\n".to_owned(),
+            format!("update {Z} {A}\nbase none\n"),
+            format!("update {Z} xyz refs/heads/master\nbase none\n"),
+            format!("update {Z} {A} refs/heads/a b\nbase none\n"),
+            format!("update {Z} {A} master\nbase none\n"),
+            format!("update {Z} {A} refs/heads/master\nbase ../../etc\n"),
+            format!("update {Z} {A} refs/heads/master\n"),
+            "env GIT_DIR=/etc\n".to_owned(),
         ] {
-            assert!(parse_input(&bad).is_err(), "{bad:?}");
+            assert!(Header::parse(&bad).is_err(), "{bad:?}");
         }
     }
 
@@ -477,11 +522,16 @@ mod tests {
     fn scripts_quote_paths() {
         let script = hook_script(Path::new("/opt/it's/troops"), Path::new("/"));
         assert!(
-            script.contains("'/opt/it'\\''s/troops' --root '/'"),
+            script.contains("exec '/opt/it'\\''s/troops' --root '/' hook pre-receive"),
             "{script}"
         );
         let rule = sudoers(Path::new("/usr/bin/troops"), Path::new("/"));
-        assert!(rule.contains("NOPASSWD: /usr/bin/troops --root / hook pre-receive, /usr/bin/troops --root / deploy\n"), "{rule}");
+        assert!(
+            rule.contains(
+                "NOPASSWD: /usr/bin/troops --root / hook receive, /usr/bin/troops --root / deploy\n"
+            ),
+            "{rule}"
+        );
         assert_eq!(sudo_escape(Path::new("/a b,c")), "/a\\ b\\,c");
     }
 }

@@ -35,8 +35,7 @@ pub fn install_module(node: &Node) -> Result<()> {
         }
         let dir = path.parent().unwrap_or(&lib);
         fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-        crate::history::write_atomically(&path, source.as_bytes())?;
-        crate::init::set_mode(&path, 0o644)?;
+        crate::paths::write_atomically_mode(&path, source.as_bytes(), 0o644)?;
     }
     Ok(())
 }

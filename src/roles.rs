@@ -2,7 +2,8 @@
 //!
 //! Both read deploy.py through `python -m troops inspect`, which runs the
 //! file's top level but no deployable, with pydebianadmin in dry-run mode,
-//! and records no deploy. They hold the deploy lock only while they find or
+//! and records no deploy. Since the top level is code, a node that requires
+//! signatures checks the commit first, as a deploy would. They hold the deploy lock only while they find or
 //! build a virtualenv. A caller who cannot write the node's caches (an admin's
 //! own machine) gets a per-user cache instead.
 
@@ -13,12 +14,12 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::deploy::{require_deploy_py, resolve, source_repo};
+use crate::engine::{require_deploy_py, resolve, source_repo};
 use crate::lock::{DeployLock, Wait};
 use crate::paths::Node;
 use crate::python::{self, DeployEnv};
 use crate::stream::{self, Sink};
-use crate::{init, venv};
+use crate::{init, signatures, venv};
 
 /// List the roles this node has
 ///
@@ -100,6 +101,8 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
     let config = Config::load(node)?;
     let repo = source_repo(node, source.repository.as_deref())?;
     let commit = resolve(&repo, &config, source.rev.as_deref())?;
+    // deploy.py's top level runs here: only what a deploy would run.
+    signatures::check(node, &config, &repo, &commit)?;
     let cache = cache_node(node)?;
     let checkout = tempfile::Builder::new()
         .prefix("troops-inspect-")

@@ -14,12 +14,12 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::error::UserError;
-use crate::git::Repo;
-use crate::history::{Trigger, write_atomically};
-use crate::paths::Node;
+use crate::git;
+use crate::history::Trigger;
+use crate::paths::{Node, set_mode, write_atomically, write_atomically_mode};
 use crate::seed_doc::{self, Seed};
 use crate::signatures::Policy;
-use crate::{imds, init, pull};
+use crate::{imds, init, pull, remotes};
 
 /// Configure this node from its seed (first boot), then pull
 ///
@@ -145,7 +145,7 @@ fn on_ec2(root: &Path) -> bool {
 }
 
 fn has_remotes(node: &Node) -> Result<bool> {
-    Ok(!Repo::bare(&node.repo()).run(["remote"])?.trim().is_empty())
+    Ok(!remotes::list(node)?.is_empty())
 }
 
 /// Writes everything the seed says. Steps that can fail for outside reasons
@@ -162,8 +162,12 @@ fn apply(node: &Node, seed: &Seed, source: &str) -> Result<()> {
     if !seed.allowed_signers.is_empty() {
         let mut text = seed.allowed_signers.join("\n");
         text.push('\n');
-        write_atomically(&node.etc().join("allowed_signers"), text.as_bytes())?;
-        init::set_mode(&node.etc().join("allowed_signers"), 0o644)?;
+        write_atomically_mode(&node.etc().join("allowed_signers"), text.as_bytes(), 0o644)?;
+    }
+    if !seed.known_hosts.is_empty() {
+        let mut text = seed.known_hosts.join("\n");
+        text.push('\n');
+        write_atomically_mode(&node.known_hosts(), text.as_bytes(), 0o644)?;
     }
     if let Some(keyring) = keyring {
         replace_dir(&keyring, &node.etc().join("gnupg"))?;
@@ -202,8 +206,7 @@ fn write_config(node: &Node, seed: &Seed) -> Result<()> {
     }
     fs::create_dir_all(node.etc())?;
     let text = format!("# Written by `troops seed`; other keys are kept.\n{table}");
-    write_atomically(&path, text.as_bytes())?;
-    init::set_mode(&path, 0o644)
+    write_atomically_mode(&path, text.as_bytes(), 0o644)
 }
 
 /// A new keyring with exactly the seed's keys, beside the real one.
@@ -252,19 +255,35 @@ fn replace_dir(new: &Path, old: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds each remote, or points an existing one at the seed's URL.
+/// Adds each remote to root's `/etc/troops/gitconfig` (0600: URLs may
+/// carry credentials), or points an existing one at the seed's URL.
 fn set_remotes(node: &Node, seed: &Seed) -> Result<()> {
-    let repo = Repo::bare(&node.repo());
-    let existing: Vec<String> = repo.run(["remote"])?.lines().map(str::to_owned).collect();
+    if seed.remotes.is_empty() {
+        return Ok(());
+    }
+    let path = node.git_config();
+    if !path.exists() {
+        write_atomically_mode(
+            &path,
+            b"# Root's git configuration for pulls (troops seed).\n",
+            0o600,
+        )?;
+    }
+    set_mode(&path, 0o600)?;
     for remote in &seed.remotes {
-        if existing.contains(&remote.name) {
-            let url = repo.run(["remote", "get-url", "--", &remote.name])?;
-            if url.trim() != remote.url {
-                repo.run(["remote", "set-url", "--", &remote.name, &remote.url])?;
-            }
-        } else {
-            repo.run(["remote", "add", "--", &remote.name, &remote.url])?;
-        }
+        let mut cmd = git::pinned(None);
+        cmd.args(["config", "--file"]).arg(&path).args([
+            "--replace-all",
+            &format!("remote.{}.url", remote.name),
+            &remote.url,
+        ]);
+        git::output(&mut cmd).with_context(|| {
+            format!(
+                "cannot add the remote `{}` to `{}`",
+                remote.name,
+                path.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -280,8 +299,7 @@ fn write_timer_dropin(node: &Node, span: &str) -> Result<()> {
     if fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return Ok(());
     }
-    write_atomically(&path, text.as_bytes())?;
-    init::set_mode(&path, 0o644)?;
+    write_atomically_mode(&path, text.as_bytes(), 0o644)?;
     if node.root() == Path::new("/") && Path::new("/run/systemd/system").exists() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
     }

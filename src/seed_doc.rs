@@ -12,6 +12,7 @@
 //!   allowed_signers: ["admin@example.com ssh-ed25519 AAAA..."]
 //!   gpg_keys: ["-----BEGIN PGP PUBLIC KEY BLOCK-----..."]
 //!   pull_interval: 15min       # a systemd time span
+//!   known_hosts: ["repos.example.com ssh-ed25519 AAAA..."]
 //! ```
 //!
 //! User-data may be that document, or a `#cloud-config` whose `write_files`
@@ -22,6 +23,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::config::validate_branch;
+use crate::remotes;
 use crate::signatures::Policy;
 
 /// Where cloud-init's `write_files` puts the seed, and where Troops keeps it.
@@ -44,6 +46,8 @@ pub struct Seed {
     pub allowed_signers: Vec<String>,
     pub gpg_keys: Vec<String>,
     pub pull_interval: Option<String>,
+    /// Git servers' host keys, in ssh's known_hosts format.
+    pub known_hosts: Vec<String>,
 }
 
 /// A rejection: the key at fault (`troops.remotes[1].url`) and why.
@@ -176,6 +180,7 @@ pub fn parse(text: &str) -> Result<Seed, Invalid> {
             "signatures" => seed.signatures = Some(policy(value, &path)?),
             "allowed_signers" => seed.allowed_signers = lines(value, &path)?,
             "gpg_keys" => seed.gpg_keys = gpg_keys(value, &path)?,
+            "known_hosts" => seed.known_hosts = known_hosts(value, &path)?,
             "pull_interval" => {
                 let span = string(value, &path)?;
                 validate_time_span(&span).map_err(|e| invalid(&path, e))?;
@@ -220,8 +225,9 @@ fn remotes(value: &Value, path: &str) -> Result<Vec<Remote>, Invalid> {
                 .ok_or_else(|| invalid(format!("{at}.url"), "missing"))?,
             &format!("{at}.url"),
         )?;
-        check_remote_name(&name).map_err(|e| invalid(format!("{at}.name"), e))?;
-        check_url(&url).map_err(|e| invalid(format!("{at}.url"), e))?;
+        remotes::check_name(&name).map_err(|e| invalid(format!("{at}.name"), e))?;
+        remotes::check(&name, &url, remotes::Source::Root)
+            .map_err(|e| invalid(format!("{at}.url"), e))?;
         if remotes.iter().any(|r| r.name == name) {
             return Err(invalid(
                 format!("{at}.name"),
@@ -231,41 +237,6 @@ fn remotes(value: &Value, path: &str) -> Result<Vec<Remote>, Invalid> {
         remotes.push(Remote { name, url });
     }
     Ok(remotes)
-}
-
-fn check_remote_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.starts_with(['-', '.']) || name.len() > 100 {
-        return Err(format!("`{name}` is not a valid remote name"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        || name.contains("..")
-    {
-        return Err(format!(
-            "`{name}` is not a valid remote name (letters, digits, `.`, `_`, `-`)"
-        ));
-    }
-    Ok(())
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    if url.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if url.starts_with('-') {
-        return Err(format!("`{url}` looks like an option"));
-    }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("must not contain spaces or control characters".to_owned());
-    }
-    // git's `ext::` transport runs commands; nothing else needs it.
-    if url.to_ascii_lowercase().starts_with("ext::") || url.contains("::") {
-        return Err(format!(
-            "`{url}` uses a remote helper transport, which seeding refuses"
-        ));
-    }
-    Ok(())
 }
 
 fn names(value: &Value, path: &str) -> Result<Vec<String>, Invalid> {
@@ -308,6 +279,23 @@ fn lines(value: &Value, path: &str) -> Result<Vec<String>, Invalid> {
             return Err(invalid(
                 at,
                 "must be one allowed-signers line: PRINCIPALS KEYTYPE KEY",
+            ));
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+fn known_hosts(value: &Value, path: &str) -> Result<Vec<String>, Invalid> {
+    let mut lines = Vec::new();
+    for (i, item) in list(value, path)?.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let line = string(item, &at)?;
+        let fields = line.split_whitespace().count();
+        if line.chars().any(char::is_control) || line.starts_with('#') || fields < 3 {
+            return Err(invalid(
+                at,
+                "must be one known_hosts line: HOSTS KEYTYPE KEY",
             ));
         }
         lines.push(line);

@@ -51,6 +51,17 @@ fn init_creates_the_layout_and_is_idempotent() {
         "members must not change config"
     );
 
+    // Root's repository: only root writes it, and it runs no hooks.
+    let deploy = lib.join("deploy.git");
+    assert_eq!(fs::metadata(&deploy).unwrap().uid(), 0);
+    assert_eq!(mode(&deploy), 0o750);
+    assert_eq!(
+        mode(&deploy.join("objects")) & 0o022,
+        0,
+        "group or others may write"
+    );
+    assert!(!deploy.join("hooks").exists());
+
     let key = lib.join("ssh/id_ed25519");
     assert_eq!(mode(&lib.join("ssh")), 0o700);
     assert_eq!(mode(&key), 0o600);

@@ -111,27 +111,50 @@ fn users_outside_the_group_cannot_push() {
 }
 
 #[test]
-fn the_hook_command_refuses_input_that_is_not_a_push() {
+fn root_believes_only_objects_that_arrive_whole() {
     let client = Client::new();
     let node = SshNode::start("shellbox-8.example.com", &client);
     let repo = DeployRepo::with(&version(1));
     client.push(&node, "alice", repo.path(), &[]).success();
+    let next = repo.commit(&[("deploy.py", &version(2))]);
+    // The commit is in the members' repository (pushed to another branch),
+    // but a member running root's side by hand names it without its objects.
+    client
+        .command("git", "alice")
+        .arg("-C")
+        .arg(repo.path())
+        .args(["push", "--quiet", &node.url("alice"), "master:side"])
+        .status()
+        .unwrap();
     let zero = "0".repeat(40);
-    // A member may run the hook command through sudo, but not to deploy a
-    // commit of their choosing without a push.
     let script = format!(
-        "printf 'quarantine \\npid 1\\n\\n{zero} {} refs/heads/master\\n' | sudo -n {} --root / hook pre-receive",
-        repo.head(),
+        "{{ printf 'update {zero} {next} refs/heads/master\\nbase {}\\n\\n'; \
+         git --git-dir=/var/lib/troops/repo/main.git pack-objects --stdout </dev/null; }} \
+         | sudo -n {} --root / hook receive",
+        repo.git(&["rev-parse", "HEAD~1"]),
         node.troops()
     );
     let run = client.ssh(&node, "alice", &[&script]);
     assert_ne!(run.code, Some(0));
     assert!(
-        run.stderr.contains("only runs for a push"),
+        run.stderr.contains("did not carry commit"),
         "{}",
         run.stderr
     );
     assert_eq!(node.status()["history"].as_array().unwrap().len(), 1);
+    assert_eq!(node.branch(), Some(repo.git(&["rev-parse", "HEAD~1"])));
+    // The pusher's side is not root's to run.
+    let exe = node.troops();
+    let run = client.ssh(
+        &node,
+        "alice",
+        &["sudo", "-n", &exe, "--root", "/", "hook", "pre-receive"],
+    );
+    assert!(
+        run.stderr.contains("a password is required"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -318,7 +318,7 @@ impl SshNode {
         fs::write(path, lines).unwrap();
     }
 
-    /// Runs git on the node's repository, from the host.
+    /// Runs git on the members' repository, from the host.
     pub fn git(&self, args: &[&str]) -> Run {
         let out = clean_command("git", self.dir.path())
             .arg("--git-dir")
@@ -350,11 +350,11 @@ impl SshNode {
         self.dir.path().join("var/lib/troops")
     }
 
-    /// The commit the node's deploy branch names, if any.
+    /// The commit the node's deploy branch (root's repository) names, if any.
     pub fn branch(&self) -> Option<String> {
         let out = clean_command("git", self.dir.path())
             .arg("--git-dir")
-            .arg(self.lib().join("repo/main.git"))
+            .arg(self.lib().join("deploy.git"))
             .args(["rev-parse", "--verify", "--quiet", "refs/heads/master"])
             .output()
             .unwrap();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod cluster;
+pub mod signer;
 pub mod timing;
 
 use tempfile::TempDir;
@@ -140,7 +141,7 @@ impl Node {
             .count()
     }
 
-    /// git on the node's repository.
+    /// git on the members' repository (where pushes land).
     pub fn git(&self, args: &[&str]) -> Run {
         let out = clean_command("git", &self.home())
             .arg("--git-dir")
@@ -151,14 +152,34 @@ impl Node {
         Run::from(out)
     }
 
-    /// Adds a remote to the node's repository.
-    pub fn add_remote(&self, name: &str, url: &str) {
-        self.git(&["remote", "add", name, url]).success();
+    /// git on root's repository (what the node deploys from).
+    pub fn root_git(&self, args: &[&str]) -> Run {
+        let out = clean_command("git", &self.home())
+            .arg("--git-dir")
+            .arg(self.lib().join("deploy.git"))
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
     }
 
-    /// The commit the node's deploy branch names, if any.
+    /// Adds a remote to root's pull configuration, /etc/troops/gitconfig
+    /// (local paths are fetched only from there).
+    pub fn add_remote(&self, name: &str, url: &str) {
+        let etc = self.root().join("etc/troops");
+        fs::create_dir_all(&etc).unwrap();
+        let out = clean_command("git", &self.home())
+            .args(["config", "--file"])
+            .arg(etc.join("gitconfig"))
+            .args(["--replace-all", &format!("remote.{name}.url"), url])
+            .output()
+            .unwrap();
+        Run::from(out).success();
+    }
+
+    /// The commit the node's deploy branch (in root's repository) names, if any.
     pub fn branch(&self) -> Option<String> {
-        let run = self.git(&["rev-parse", "--verify", "--quiet", "refs/heads/master"]);
+        let run = self.root_git(&["rev-parse", "--verify", "--quiet", "refs/heads/master"]);
         (run.code == Some(0)).then(|| run.stdout.trim().to_owned())
     }
 
