@@ -273,7 +273,8 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot open `{}` (not a link)", path.display()));
+            return Err(e)
+                .with_context(|| format!("cannot open `{}` (not a link)", path.display()));
         }
     };
     let meta = file.metadata()?;

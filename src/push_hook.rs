@@ -282,7 +282,13 @@ fn receive(node: &Node) -> Result<()> {
     }
     let repo = Repo::deploy(node);
     // The rest of stdin is the pack: index-pack reads it from our descriptor.
-    transfer::index_pack(&repo, Stdio::inherit()).context("cannot take in the pushed objects")?;
+    transfer::index_pack(&repo, Stdio::inherit()).map_err(|e| {
+        e.context(
+            UserError::new("the pushed objects do not verify; nothing was deployed").hint(
+                "the members' repository may be damaged: run `git fsck` there, or push from another clone",
+            ),
+        )
+    })?;
     if repo.resolve_commit(&update.new)?.as_deref() != Some(update.new.as_str()) {
         bail!("the push did not carry commit {}", short(&update.new));
     }
