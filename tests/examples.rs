@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -79,16 +80,12 @@ fn troops_seed_applies_every_user_data_example() {
         );
         let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
         assert!(config.contains("roles = ["), "{file}: {config}");
-        let remotes = common::clean_command("git", &node.home())
-            .arg("--git-dir")
-            .arg(node.lib().join("repo/main.git"))
-            .args(["remote", "-v"])
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&remotes.stdout).contains("origin"),
-            "{file}"
-        );
+        // Seeded remotes are root's: /etc/troops/gitconfig, 0600.
+        let gitconfig = node.root().join("etc/troops/gitconfig");
+        let remotes = fs::read_to_string(&gitconfig).unwrap();
+        assert!(remotes.contains("[remote \"origin\"]"), "{file}: {remotes}");
+        let mode = fs::metadata(&gitconfig).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
     }
 }
 

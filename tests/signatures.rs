@@ -122,3 +122,77 @@ fn ssh_policy_without_allowed_signers_is_explained() {
         run.stderr
     );
 }
+
+#[test]
+fn a_rogue_mirror_is_skipped_and_upstreams_signed_commit_deploys() {
+    let keys = tempfile::tempdir().unwrap();
+    let trusted = Signer::ssh(keys.path(), "trusted");
+    // Both orders of the remotes: the rogue one first, then last.
+    for (first, second) in [("mirror", "upstream"), ("upstream", "mirror")] {
+        let node = node_with_policy("ssh");
+        trusted.trust(&node.root().join("etc/troops"));
+        let upstream = DeployRepo::new();
+        trusted.commit(&upstream, &[("deploy.py", "print('one')\n")]);
+        node.add_remote("upstream", &upstream.path_str());
+        node.troops(["pull"]).success();
+
+        let signed = trusted.commit(&upstream, &[("deploy.py", "print('two, signed')\n")]);
+        let mirror = DeployRepo::new();
+        mirror.git(&["pull", "--quiet", &upstream.path_str(), "master"]);
+        let rogue = mirror.commit(&[("deploy.py", "print('rogue')\n")]);
+        // Root's configuration lists remotes in the order they were added.
+        let gitconfig = node.root().join("etc/troops/gitconfig");
+        std::fs::remove_file(&gitconfig).unwrap();
+        for name in [first, second] {
+            let repo = if name == "mirror" { &mirror } else { &upstream };
+            node.add_remote(name, &repo.path_str());
+        }
+        let run = node.troops(["pull", "--json"]);
+        assert_eq!(run.code, Some(0), "{first} first: {}", run.stderr);
+        assert!(run.stderr.contains("skipping `mirror`"), "{}", run.stderr);
+        assert!(run.stderr.contains("is not signed"), "{}", run.stderr);
+        assert!(run.stderr.contains("two, signed"), "{}", run.stderr);
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let outcome = |name: &str| {
+            json["remotes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(outcome("upstream")["outcome"], "deployed");
+        assert_eq!(outcome("mirror")["outcome"], "failed");
+        assert_eq!(outcome("mirror")["commit"], rogue.as_str());
+        assert_eq!(node.branch(), Some(signed.clone()));
+
+        // The refusal is recorded once, not at every pull.
+        let refusals = |node: &Node| {
+            node.status_json()["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["commit"] == rogue.as_str())
+                .count()
+        };
+        assert_eq!(refusals(&node), 1);
+        node.troops(["pull"]).success();
+        assert_eq!(refusals(&node), 1);
+    }
+}
+
+#[test]
+fn a_members_local_remote_is_not_fetched_by_root() {
+    let node = node_with_policy("none");
+    let repo = DeployRepo::with(DEPLOY);
+    let add = node.git(&["remote", "add", "origin", &repo.path_str()]);
+    add.success();
+    let run = node.troops(["pull"]);
+    assert!(
+        run.stderr.contains("a local path in the members' repository is not fetched by root"),
+        "{}",
+        run.stderr
+    );
+    assert!(node.status_json()["commit"].is_null());
+}
