@@ -35,7 +35,7 @@ pub fn run(node: &Node, _args: Args) -> Result<()> {
     let gid = troops_gid();
     init_push_repo(node, config.branch(), gid)?;
     init_deploy_repo(node, config.branch(), gid)?;
-    push_hook::install(node, gid)?;
+    push_hook::install(node)?;
     ensure_key(node)?;
     crate::safe_directory::trust_push_repo(node)?;
     eprintln!("troops: node ready at `{}`", node.lib().display());

@@ -164,8 +164,8 @@ fn push_options() -> Result<bool> {
 }
 
 /// A push must contain what root's branch names, unless it starts from it:
-/// after a pull moved root's branch, a push built on the members' older
-/// branch would silently undo the pulled commit.
+/// after another push or a pull moved root's branch, a push built on the
+/// members' older branch would silently undo that commit.
 fn check_contains_base(
     members: &Repo,
     update: &Update,
@@ -177,10 +177,11 @@ fn check_contains_base(
         return Ok(());
     }
     Err(UserError::new(format!(
-        "the node's branch `{branch}` is at {}, which this push does not contain; nothing was deployed",
+        "the node's branch `{branch}` is at {} (another push or a pull moved it), \
+         which this push does not contain; nothing was deployed",
         short(base)
     ))
-    .hint("merge that commit (from the remote the node pulls) and push again")
+    .hint("fetch and merge that commit (from the node, or the remote it pulls), then push again")
     .into())
 }
 
@@ -443,7 +444,8 @@ fn sudo_escape(path: &Path) -> String {
 /// Installs the hook and, where the group exists, the sudoers drop-in.
 /// The hooks directory is the members': opened without following links, and
 /// the hook written through that descriptor.
-pub fn install(node: &Node, gid: nix::unistd::Gid) -> Result<()> {
+pub fn install(node: &Node) -> Result<()> {
+    let gid = nix::unistd::Gid::from_raw(0);
     let exe = std::env::current_exe().context("cannot find the troops executable")?;
     let repo = paths::open_dir_nofollow(&node.push_repo())?;
     let hooks = match paths::open_subdir(&repo, "hooks", &node.push_repo()) {

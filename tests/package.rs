@@ -27,9 +27,14 @@ use std::time::Instant;
 use common::cluster::Client;
 use common::{DeployRepo, Run};
 use package::{DebRoot, TOP, package, run_ok};
+
 /// The version the upgrade test repacks the package as.
 const HIGHER: &str = "+upgrade.test";
 const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 60);
+/// The last commit with the one-repository layout, whose package the
+/// upgrade test starts from.
+const BEFORE_PRIVSEP: &str = "d01a44d378d36c6b39ec98d1541395b98abe8d42";
+const UPGRADE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 61);
 
 /// Whether this machine can run these tests; under CI it must.
 fn can_run() -> bool {
@@ -95,23 +100,23 @@ fn url(user: &str, port: u16) -> String {
 }
 
 fn push(client: &Client, user: &str, port: u16, repo: &DeployRepo) -> Run {
+    push_url(client, user, &url(user, port), repo)
+}
+
+fn push_url(client: &Client, user: &str, url: &str, repo: &DeployRepo) -> Run {
     Run::from(
         client
             .command("git", user)
             .arg("-C")
             .arg(repo.path())
-            .args(["push", &url(user, port), "master"])
+            .args(["push", url, "master"])
             .output()
             .unwrap(),
     )
 }
 
 fn ssh(client: &Client, user: &str, port: u16, command: &[&str]) -> Run {
-    let mut cmd = common::clean_command("ssh", client.dir.path());
-    cmd.args(client.ssh_command(user).split(' ').skip(1))
-        .args(["-p", &port.to_string(), &format!("{user}@{ADDRESS}")])
-        .args(command);
-    Run::from(cmd.output().unwrap())
+    ssh_to(client, user, ADDRESS, port, command)
 }
 
 fn deploy_py(version: u32) -> String {
@@ -139,7 +144,7 @@ fn kept(root: &DebRoot) -> Kept {
     let branch = root
         .ok(&[
             "git",
-            "--git-dir=/var/lib/troops/repo/main.git",
+            "--git-dir=/var/lib/troops/deploy.git",
             "rev-parse",
             "refs/heads/master",
         ])
@@ -172,10 +177,17 @@ fn package_installs_deploys_upgrades_removes_and_purges() {
     let root = DebRoot::start();
     eprintln!("package and root ready in {:.0?}", timer.elapsed());
 
-    // Install with apt, which brings the dependencies (and the sshd this
-    // test pushes through, which the package recommends).
+    // The dependencies first (and the sshd this test pushes through, which
+    // the package recommends), so that what purge must restore is known.
     let deb = root.put(&package.deb());
-    root.apt_get(&["install", "--no-install-recommends", &deb, "openssh-server"]);
+    let depends = root.ok(&["dpkg-deb", "--field", &deb, "Depends"]).stdout;
+    root.apt_get(&[
+        "satisfy",
+        "--no-install-recommends",
+        &format!("{}, openssh-server", depends.trim()),
+    ]);
+    let before_install = snapshot(&root);
+    root.apt_get(&["install", "--no-install-recommends", &deb]);
     eprintln!("installed in {:.0?}", timer.elapsed());
     check_installed(&root);
 
@@ -272,7 +284,144 @@ fn package_installs_deploys_upgrades_removes_and_purges() {
     let run = root.apt_get(&["purge", "troops"]);
     assert!(!run.stderr.contains("troops:"), "{}", run.stderr);
     check_purged(&root, gid);
+    assert_restored(&before_install, &snapshot(&root));
     eprintln!("whole lifecycle in {:.0?}", timer.elapsed());
+}
+
+#[test]
+fn upgrade_from_the_one_repository_layout_keeps_the_node_and_closes_the_attacks() {
+    if !can_run() {
+        return;
+    }
+    let old = package::package_at(BEFORE_PRIVSEP);
+    let new = package();
+    let root = DebRoot::start();
+    let old_deb = root.put(&old.deb());
+    root.apt_get(&[
+        "install",
+        "--no-install-recommends",
+        &old_deb,
+        "openssh-server",
+    ]);
+    let client = Client::new();
+    for (user, _, member) in common::cluster::USERS {
+        root.add_user(&client, user, *member);
+    }
+    let port = root.start_sshd(&client, UPGRADE_ADDRESS, "");
+    let url = format!("ssh://alice@{UPGRADE_ADDRESS}:{port}/var/lib/troops/repo/main.git");
+    let repo = DeployRepo::with(&deploy_py(1));
+    push_url(&client, "alice", &url, &repo).success();
+    let deployed = repo.head();
+    // A remote as the old tutorial added it: in the members' repository.
+    root.ok(&[
+        "git",
+        "--git-dir=/var/lib/troops/repo/main.git",
+        "remote",
+        "add",
+        "origin",
+        "ssh://git@127.0.0.1:9/deploy.git",
+    ]);
+    let history = |root: &DebRoot| -> BTreeSet<String> {
+        fs::read_dir(root.path("/var/lib/troops/state/history"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let history_before = history(&root);
+    let key = root.read("/var/lib/troops/ssh/id_ed25519");
+    assert!(
+        root.read("/etc/gitconfig")
+            .contains("directory = /var/lib/troops/repo/main.git")
+    );
+
+    let new_deb = root.put(&new.deb());
+    root.apt_get(&["install", &new_deb]);
+    check_installed(&root);
+    // Root's repository starts at root's record of the deployed commit.
+    let branch = root.ok(&[
+        "git",
+        "--git-dir=/var/lib/troops/deploy.git",
+        "rev-parse",
+        "refs/heads/master",
+    ]);
+    assert_eq!(branch.stdout.trim(), deployed);
+    let status: serde_json::Value =
+        serde_json::from_str(&root.ok(&["troops", "status", "--json"]).stdout).unwrap();
+    assert_eq!(status["commit"], deployed.as_str());
+    assert_eq!(history(&root), history_before);
+    assert_eq!(root.read("/var/lib/troops/ssh/id_ed25519"), key);
+    // The members' remote is still fetched (unreachable here, but named).
+    let pull = root.run(&["troops", "pull", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&pull.stdout).unwrap();
+    assert_eq!(report["remotes"][0]["name"], "origin", "{}", pull.stderr);
+    // One entry in the system git configuration, between markers.
+    let gitconfig = root.read("/etc/gitconfig");
+    assert_eq!(
+        gitconfig.matches("/var/lib/troops/repo/main.git").count(),
+        1,
+        "{gitconfig}"
+    );
+    assert!(
+        gitconfig.starts_with("# troops: members push"),
+        "{gitconfig}"
+    );
+    // A member re-deploys, and pushes, as before.
+    let run = ssh_to(
+        &client,
+        "alice",
+        UPGRADE_ADDRESS,
+        port,
+        &["troops", "deploy"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    repo.commit(&[("deploy.py", &deploy_py(2))]);
+    push_url(&client, "alice", &url, &repo).success();
+    assert_eq!(root.read("/srv/hello-deployed"), "version 2\n");
+
+    // With signatures required, the attacks of the old layout fail.
+    let keys = tempfile::tempdir().unwrap();
+    let signer = common::signer::Signer::ssh(keys.path(), "trusted");
+    signer.trust(&root.path("/etc/troops"));
+    fs::write(
+        root.path("/etc/troops/troops.toml"),
+        "signatures = \"ssh\"\n",
+    )
+    .unwrap();
+    let unsigned = repo.commit(&[("deploy.py", "open('/etc/troops/pwned', 'w')\n")]);
+    let run = push_url(&client, "alice", &url, &repo);
+    assert!(run.stderr.contains("is not signed"), "{}", run.stderr);
+    let side = client
+        .command("git", "alice")
+        .arg("-C")
+        .arg(repo.path())
+        .args(["push", "--quiet", &url, "HEAD:side"])
+        .output()
+        .unwrap();
+    Run::from(side).success();
+    let signed = signer.commit(&repo, &[("deploy.py", &deploy_py(3))]);
+    push_url(&client, "alice", &url, &repo).success();
+    assert_eq!(root.read("/srv/hello-deployed"), "version 3\n");
+    // The members' repository now substitutes the unsigned commit for the
+    // signed one, and its branch names the unsigned one.
+    let attack = format!(
+        "cd /var/lib/troops/repo/main.git && git replace {signed} {unsigned} \
+         && git update-ref refs/heads/master {unsigned} && troops deploy"
+    );
+    let run = ssh_to(&client, "alice", UPGRADE_ADDRESS, port, &[&attack]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!root.exists("/etc/troops/pwned"), "root ran unsigned code");
+    assert_eq!(root.read("/srv/hello-deployed"), "version 3\n");
+
+    root.apt_get(&["purge", "troops"]);
+    assert!(!root.exists("/etc/gitconfig"), "purge left /etc/gitconfig");
+}
+
+fn ssh_to(client: &Client, user: &str, address: Ipv4Addr, port: u16, command: &[&str]) -> Run {
+    let mut cmd = common::clean_command("ssh", client.dir.path());
+    cmd.args(client.ssh_command(user).split(' ').skip(1))
+        .args(["-p", &port.to_string(), &format!("{user}@{address}")])
+        .args(command);
+    Run::from(cmd.output().unwrap())
 }
 
 fn check_installed(root: &DebRoot) {
@@ -323,6 +472,11 @@ fn check_layout(root: &DebRoot) {
         "the repository is not a safe.directory"
     );
 
+    // Root's repository: root writes it, the group may read it.
+    let deploy = format!("{lib}/deploy.git");
+    assert_eq!(root.stat(&deploy), (0o750, "root".into(), "troops".into()));
+    assert_eq!(root.stat(&format!("{deploy}/objects")).1, "root");
+
     // The node's key.
     assert_eq!(
         root.stat(&format!("{lib}/ssh")),
@@ -346,7 +500,7 @@ fn check_push_access(root: &DebRoot) {
     assert_eq!(root.stat(hook), (0o755, "root".into(), "root".into()));
     assert!(
         root.read(hook)
-            .contains("sudo -n -- '/usr/bin/troops' --root '/' hook pre-receive"),
+            .contains("exec '/usr/bin/troops' --root '/' hook pre-receive"),
         "{}",
         root.read(hook)
     );
@@ -354,7 +508,7 @@ fn check_push_access(root: &DebRoot) {
     assert_eq!(root.stat(sudoers), (0o440, "root".into(), "root".into()));
     assert!(
         root.read(sudoers).contains(
-            "%troops ALL=(root) NOPASSWD: /usr/bin/troops --root / hook pre-receive, \
+            "%troops ALL=(root) NOPASSWD: /usr/bin/troops --root / hook receive, \
              /usr/bin/troops --root / deploy\n"
         ),
         "{}",
@@ -456,6 +610,69 @@ fn check_shipped_files(root: &DebRoot) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(wheels, ["PyDebianAdmin-0.1.0-py3-none-any.whl"]);
+}
+
+/// Every path with its type, mode and owner, and the content of every file
+/// in /etc: what purge must put back as it was.
+fn snapshot(root: &DebRoot) -> BTreeSet<String> {
+    let listing = root.sh_ok(
+        "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \\) \
+         -prune -o -printf '%p %y %m %u %g\\n'; \
+         find /etc -xdev -type f -exec sha256sum {} +",
+    );
+    listing.stdout.lines().map(str::to_owned).collect()
+}
+
+/// What may differ between before the install and after the purge: apt's
+/// and dpkg's own state, logs and caches, and what this test itself made
+/// (its users and their homes, its sshd configuration, the deployment's
+/// file in /srv).
+const EXPECTED_CHANGES: &[&str] = &[
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/cache",
+    "/var/log",
+    "/var/lib/systemd/deb-systemd-helper",
+    "/home",
+    "/srv",
+    "/var/mail",
+    "/etc/passwd",
+    "/etc/shadow",
+    "/etc/group",
+    "/etc/gshadow",
+    "/etc/subuid",
+    "/etc/subgid",
+    "/etc/ssh/sshd_test_config",
+];
+
+fn assert_restored(before: &BTreeSet<String>, after: &BTreeSet<String>) {
+    let path_of = |line: &String| {
+        // `PATH TYPE MODE USER GROUP`, or sha256sum's `HASH  PATH`.
+        match line.split_once("  ") {
+            Some((hash, path)) if hash.len() == 64 => path.to_owned(),
+            _ => line.rsplitn(5, ' ').last().unwrap_or_default().to_owned(),
+        }
+    };
+    let unexpected: Vec<String> = before
+        .symmetric_difference(after)
+        .filter(|line| {
+            let path = path_of(line);
+            !EXPECTED_CHANGES.iter().any(|p| {
+                path == *p
+                    || path.starts_with(&format!("{p}/"))
+                    || path.starts_with(&format!("{p}-"))
+            })
+        })
+        .map(|line| {
+            let side = if before.contains(line) { "-" } else { "+" };
+            format!("{side} {line}")
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "purge did not restore the system:\n{}",
+        unexpected.join("\n")
+    );
 }
 
 fn check_purged(root: &DebRoot, gid: u32) {

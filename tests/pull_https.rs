@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{DeployRepo, Node};
+use common::{DeployRepo, Node, Run};
 
 /// The server process, killed when the test ends.
 struct Server {
@@ -78,7 +78,8 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     let node = Node::new();
     node.troops(["init"]).success();
     let url = format!("https://127.0.0.1:{}/deploy.git", server.port);
-    node.add_remote("origin", &url);
+    // A member adds it, as the tutorial does: network URLs are theirs to add.
+    node.git(&["remote", "add", "origin", &url]).success();
 
     // A certificate nobody vouched for: the remote cannot be fetched, and
     // the message says why.
@@ -92,11 +93,19 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     );
     assert_eq!(node.branch(), None);
 
-    // The admin trusts it for this repository (or system-wide, with
-    // update-ca-certificates).
+    // The admin trusts it for root's fetches (or system-wide, with
+    // update-ca-certificates); the members' configuration cannot.
     let ca = tls.path().join("cert.pem");
     node.git(&["config", "http.sslCAInfo", ca.to_str().unwrap()])
         .success();
+    node.troops(["pull"]).failure();
+    let out = common::clean_command("git", &node.home())
+        .args(["config", "--file"])
+        .arg(node.root().join("etc/troops/gitconfig"))
+        .args(["http.sslCAInfo", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    Run::from(out).success();
     let run = node.troops(["pull"]).success();
     assert!(run.stderr.contains("pulled over https"), "{}", run.stderr);
     assert_eq!(node.branch(), Some(repo.head()));

@@ -266,6 +266,7 @@ fn concurrent_pushes_always_leave_the_branch_deployed() {
         for run in runs.iter().filter(|r| r.code != Some(0)) {
             assert!(
                 run.stderr.contains("while this push waited")
+                    || run.stderr.contains("which this push does not contain")
                     || run.stderr.contains("fetch first")
                     || run.stderr.contains("non-fast-forward"),
                 "round {round}: rejected without a reason:\n{}",

@@ -108,9 +108,9 @@ fn assert_seeded(node: &Node, origin: &DeployRepo, run: &Run) {
     let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
     assert!(config.contains("roles = [\"web\"]"), "{config}");
     let remote = common::clean_command("git", &node.home())
-        .arg("--git-dir")
-        .arg(node.lib().join("repo/main.git"))
-        .args(["remote", "get-url", "origin"])
+        .args(["config", "--file"])
+        .arg(node.root().join("etc/troops/gitconfig"))
+        .arg("remote.origin.url")
         .output()
         .unwrap();
     assert_eq!(

@@ -190,7 +190,8 @@ fn a_members_local_remote_is_not_fetched_by_root() {
     add.success();
     let run = node.troops(["pull"]);
     assert!(
-        run.stderr.contains("a local path in the members' repository is not fetched by root"),
+        run.stderr
+            .contains("a local path in the members' repository is not fetched by root"),
         "{}",
         run.stderr
     );

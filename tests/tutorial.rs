@@ -539,18 +539,19 @@ fn preseed_late_command_installs_the_package_and_writes_the_seed() {
         "--file",
         "/etc/troops/seed.yaml",
     ]);
+    // Seeded remotes are root's: /etc/troops/gitconfig, 0600.
     assert_eq!(
         root.ok(&[
             "git",
-            &format!("--git-dir={LIB_REPO}"),
-            "remote",
-            "get-url",
-            "origin"
+            "config",
+            "--file=/etc/troops/gitconfig",
+            "remote.origin.url"
         ])
         .stdout
         .trim(),
         "git@repos.example.com:deploy"
     );
+    assert_eq!(root.stat("/etc/troops/gitconfig").0, 0o600);
     let config = root.read("/etc/troops/troops.toml");
     assert!(config.contains("roles = [\"web\"]"), "{config}");
     let timer_dropin = root.read("/etc/systemd/system/troops-pull.timer.d/troops-seed.conf");

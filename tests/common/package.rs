@@ -127,13 +127,19 @@ fn build_package() -> Package {
         }
     }
 
+    build_in(&src, &base, &base, &out, started)
+}
+
+/// Runs dpkg-buildpackage in `src` (its outputs land in `src`'s parent,
+/// `base`) and moves them to `out`; cargo builds in `cargo_base/cargo`.
+fn build_in(src: &Path, base: &Path, cargo_base: &Path, out: &Path, started: Instant) -> Package {
     let log_path = base.join("build.log");
     let log = fs::File::create(&log_path).unwrap();
     let status = Command::new("dpkg-buildpackage")
         .args(["-us", "-uc", "-b"])
-        .current_dir(&src)
+        .current_dir(src)
         .env_clear()
-        .envs(build_env(&base))
+        .envs(build_env(cargo_base))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -158,13 +164,53 @@ fn build_package() -> Package {
         }
     }
     fs::write(tmp.join("complete"), "").unwrap();
-    fs::rename(&tmp, &out).unwrap();
+    fs::rename(&tmp, out).unwrap();
     eprintln!(
         "built the package in {:.0?} ({})",
         started.elapsed(),
         out.display()
     );
-    Package { dir: out }
+    Package {
+        dir: out.to_path_buf(),
+    }
+}
+
+/// The package as built from `commit` of this repository (for upgrade
+/// tests from an earlier release), built once and kept.
+pub fn package_at(commit: &str) -> Package {
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package");
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("package-{commit}"));
+    let out = base.join("deb");
+    if out.join("complete").exists() {
+        return Package { dir: out };
+    }
+    fs::create_dir_all(&base).unwrap();
+    let lock = fs::File::create(base.join(".lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    if out.join("complete").exists() {
+        return Package { dir: out };
+    }
+    let started = Instant::now();
+    let src = base.join("troops");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).unwrap();
+    let archive = Command::new("git")
+        .args(["-c", "safe.directory=*", "archive", "--format=tar", commit])
+        .current_dir(TOP)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        archive.status.success(),
+        "git archive {commit} (a full clone is needed): {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let tar = base.join("source.tar");
+    fs::write(&tar, &archive.stdout).unwrap();
+    run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&src));
+    build_in(&src, &base, &shared, &out, started)
 }
 
 /// The source tree: the tracked and untracked, not ignored files.
