@@ -80,6 +80,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_package_removes_exactly_this_block() {
+        let postrm = include_str!("../debian/postrm");
+        assert!(
+            postrm.contains(&format!("/^{BEGIN}$/,/^{END}$/d")),
+            "{postrm}"
+        );
+    }
+
+    #[test]
     fn the_old_entry_goes_and_others_stay() {
         let old = format!("[user]\n\tname = x\n[safe]\n\tdirectory = {PUSH_REPO}\n");
         assert_eq!(without_unmarked_entry(&old), "[user]\n\tname = x\n");

@@ -86,6 +86,15 @@ fn troops_seed_applies_every_user_data_example() {
         assert!(remotes.contains("[remote \"origin\"]"), "{file}: {remotes}");
         let mode = fs::metadata(&gitconfig).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
+        // Host keys are pinned by the seed, not scanned at boot.
+        let known = fs::read_to_string(node.root().join("etc/troops/known_hosts")).unwrap();
+        assert!(known.contains(" ssh-ed25519 "), "{file}: {known}");
+        let text = fs::read_to_string(example(file)).unwrap();
+        let scans = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("ssh-keyscan"));
+        assert!(!scans, "{file} scans host keys at boot");
     }
 }
 

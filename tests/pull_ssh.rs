@@ -1,6 +1,6 @@
 //! `troops pull` over SSH: a git server on a loopback sshd that authorises
 //! the node's own key, fetched by a namespaced node with the system's known
-//! hosts.
+//! hosts or with the host key its seed pinned.
 
 mod common;
 
@@ -55,4 +55,57 @@ fn pull_fetches_over_ssh_with_the_nodes_key() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_seed_pins_the_git_servers_host_key() {
+    let client = Client::new();
+    let server = SshNode::start("git.pinned.example.com", &client);
+    let node = SshNode::start("web-2.example.com", &client);
+    let impostor = SshNode::start("impostor.example.com", &client);
+    client
+        .ssh(
+            &server,
+            "alice",
+            &["git", "init", "--quiet", "--bare", "deploy.git"],
+        )
+        .success();
+    let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
+    let repo = DeployRepo::with("print('pulled over a pinned key')\n");
+    client.push_to("alice", repo.path(), &url).success();
+    server.authorize("alice", &node.public_key());
+
+    let seed = |host_line: &str| {
+        let text = format!(
+            "troops:\n  remotes: [{{name: origin, url: \"{url}\"}}]\n  known_hosts: [\"{}\"]\n",
+            host_line.trim()
+        );
+        std::fs::write(node.dir.path().join("etc/troops/seed.yaml"), text).unwrap();
+        node.troops_inside(&["seed", "--no-pull"]).success();
+    };
+    // Another server's key pinned for this address: refused, nothing deployed.
+    let wrong = impostor.known_host_line().replace(
+        &format!("[{}]:{}", impostor.addr, impostor.port),
+        &format!("[{}]:{}", server.addr, server.port),
+    );
+    seed(&wrong);
+    let run = node.troops_inside(&["pull"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot fetch `origin`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.deployed(), None);
+
+    seed(&server.known_host_line());
+    let run = node.troops_inside(&["pull"]).success();
+    assert!(
+        run.stderr.contains("pulled over a pinned key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.deployed(), Some(repo.head()));
+    // Nothing system-wide was needed or changed.
+    assert!(!node.dir.path().join("etc/ssh/ssh_known_hosts").exists());
 }
