@@ -620,7 +620,14 @@ fn snapshot(root: &DebRoot) -> BTreeSet<String> {
          -prune -o -printf '%p %y %m %u %g\\n'; \
          find /etc -xdev -type f -exec sha256sum {} +",
     );
-    listing.stdout.lines().map(str::to_owned).collect()
+    let lines: BTreeSet<String> = listing.stdout.lines().map(str::to_owned).collect();
+    // A listing that missed the root would make the comparison pass vacuously.
+    assert!(
+        lines.len() > 1000 && lines.iter().any(|l| l.ends_with("/etc/passwd")),
+        "the snapshot of the root is incomplete ({} lines)",
+        lines.len()
+    );
+    lines
 }
 
 /// What may differ between before the install and after the purge: apt's

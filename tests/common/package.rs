@@ -156,7 +156,7 @@ fn build_in(src: &Path, base: &Path, cargo_base: &Path, out: &Path, started: Ins
     let tmp = base.join("deb.tmp");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).unwrap();
-    for entry in fs::read_dir(&base).unwrap() {
+    for entry in fs::read_dir(base).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_file() && (name.starts_with("troops_") || name.starts_with("troops-")) {
