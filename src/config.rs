@@ -11,12 +11,21 @@ use serde::Deserialize;
 
 use crate::error::UserError;
 use crate::paths::Node;
-use crate::signatures::Policy;
 
 /// The deploy branch when the configuration names none.
 pub const DEFAULT_BRANCH: &str = "master";
 /// The interpreter virtualenvs are built from when none is configured.
 pub const DEFAULT_PYTHON: &str = "/usr/bin/python3";
+
+/// What `signatures` in /etc/troops/troops.toml asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    #[default]
+    None,
+    Ssh,
+    Gpg,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

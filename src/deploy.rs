@@ -13,9 +13,8 @@ use crate::engine::{Request, deploy_commit, invoking_user, resolve, source_repo}
 use crate::error::UserError;
 use crate::git::{Repo, short};
 use crate::history::Trigger;
-use crate::init;
 use crate::lock::{DeployLock, Wait};
-use crate::paths::Node;
+use crate::paths::{self, Node};
 
 /// Run a deployment on this node now
 ///
@@ -56,7 +55,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         return redeploy_through_sudo(node);
     }
     let config = Config::load(node)?;
-    init::ensure_state(node)?;
+    paths::ensure_state(node)?;
     let repo = source_repo(node, args.repository.as_deref())?;
     let wait = if args.no_wait {
         Wait::Fail

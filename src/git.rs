@@ -148,7 +148,7 @@ impl Repo {
         match status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
-            _ => bail!("`{}` {}", describe(&cmd), crate::stream::explain(status)),
+            _ => bail!("`{}` failed ({status})", describe(&cmd)),
         }
     }
 

@@ -12,13 +12,13 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use nix::unistd::{Gid, Group};
+use nix::unistd::Gid;
 
 use crate::config::Config;
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
-use crate::paths::{self, Node, ensure_dir};
-use crate::{history, push_hook, transfer};
+use crate::paths::{self, Node, ensure_state, troops_gid};
+use crate::{access, history, transfer};
 
 /// Create the node layout: repositories, SSH key, state and caches
 ///
@@ -35,44 +35,11 @@ pub fn run(node: &Node, _args: Args) -> Result<()> {
     let gid = troops_gid();
     init_push_repo(node, config.branch(), gid)?;
     init_deploy_repo(node, config.branch(), gid)?;
-    push_hook::install(node)?;
+    access::install(node)?;
     ensure_key(node)?;
     crate::safe_directory::trust_push_repo(node)?;
     eprintln!("troops: node ready at `{}`", node.lib().display());
     Ok(())
-}
-
-/// The group `troops` if it exists, else root's group.
-pub fn troops_gid() -> Gid {
-    troops_group().unwrap_or(Gid::from_raw(0))
-}
-
-/// The group `troops`, whose members may push.
-pub fn troops_group() -> Option<Gid> {
-    Group::from_name("troops").ok().flatten().map(|g| g.gid)
-}
-
-/// The directories every deploy needs, with their owners and modes.
-pub fn ensure_state(node: &Node) -> Result<()> {
-    let gid = troops_gid();
-    let shared = [
-        node.lib(),
-        node.lib().join("repo"),
-        node.state(),
-        node.history_dir(),
-        node.logs_dir(),
-        node.lib().join("cache"),
-        node.venvs(),
-        node.work(),
-    ];
-    for dir in &shared {
-        ensure_dir(dir, 0o750, gid)?;
-    }
-    ensure_dir(&node.refused_dir(), 0o700, Gid::from_raw(0))?;
-    ensure_dir(&node.lib().join("lib"), 0o755, Gid::from_raw(0))?;
-    ensure_dir(&node.python_lib(), 0o755, Gid::from_raw(0))?;
-    ensure_dir(&node.lib().join("ssh"), 0o700, Gid::from_raw(0))?;
-    ensure_dir(&node.etc(), 0o755, Gid::from_raw(0))
 }
 
 /// The members' repository: bare, shared with the group (files 0660,

@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod error;
+mod access;
 mod cli;
 mod config;
 mod deploy;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{Mode, fchmod};
-use nix::unistd::{Gid, Uid, fchown, fchownat};
+use nix::unistd::{Gid, Group, Uid, fchown, fchownat};
 
 /// The paths of one node, all below `root` (`/` on a real node).
 #[derive(Debug, Clone)]
@@ -120,6 +120,39 @@ impl Node {
     pub fn known_hosts(&self) -> PathBuf {
         self.etc().join("known_hosts")
     }
+}
+
+/// The group `troops` if it exists, else root's group.
+pub fn troops_gid() -> Gid {
+    troops_group().unwrap_or(Gid::from_raw(0))
+}
+
+/// The group `troops`, whose members may push.
+pub fn troops_group() -> Option<Gid> {
+    Group::from_name("troops").ok().flatten().map(|g| g.gid)
+}
+
+/// The directories every deploy needs, with their owners and modes.
+pub fn ensure_state(node: &Node) -> Result<()> {
+    let gid = troops_gid();
+    let shared = [
+        node.lib(),
+        node.lib().join("repo"),
+        node.state(),
+        node.history_dir(),
+        node.logs_dir(),
+        node.lib().join("cache"),
+        node.venvs(),
+        node.work(),
+    ];
+    for dir in &shared {
+        ensure_dir(dir, 0o750, gid)?;
+    }
+    ensure_dir(&node.refused_dir(), 0o700, Gid::from_raw(0))?;
+    ensure_dir(&node.lib().join("lib"), 0o755, Gid::from_raw(0))?;
+    ensure_dir(&node.python_lib(), 0o755, Gid::from_raw(0))?;
+    ensure_dir(&node.lib().join("ssh"), 0o700, Gid::from_raw(0))?;
+    ensure_dir(&node.etc(), 0o755, Gid::from_raw(0))
 }
 
 /// Creates `dir` (and its parents) and gives it to root, `gid` and `mode`.

@@ -23,15 +23,15 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::config::Policy;
 use crate::engine::{Request, deploy_commit, invoking_user, one_line, source_repo};
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
 use crate::history::{Entry, Trigger};
 use crate::lock::{DeployLock, Wait};
-use crate::paths::{Node, write_atomically};
+use crate::paths::{self, Node, write_atomically};
 use crate::remotes::{self, Remote};
-use crate::signatures::Policy;
-use crate::{init, rollout, signatures, transfer};
+use crate::{rollout, signatures, transfer};
 
 /// Fetch every remote and deploy what fast-forwards the deploy branch
 ///
@@ -170,7 +170,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
 /// A pull whose deploy is recorded with `trigger` (seeding's first pull).
 pub fn run_as(node: &Node, args: &Args, trigger: Trigger) -> Result<()> {
     let config = Config::load(node)?;
-    init::ensure_state(node)?;
+    paths::ensure_state(node)?;
     let repo = source_repo(node, None)?;
     let report = pull(node, &config, &repo, args, trigger)?;
     save(node, &report)?;

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::engine::{require_deploy_py, resolve, source_repo};
 use crate::lock::{DeployLock, Wait};
-use crate::paths::Node;
+use crate::paths::{self, Node};
 use crate::python::{self, DeployEnv};
 use crate::stream::{self, Sink};
-use crate::{init, signatures, venv};
+use crate::{signatures, venv};
 
 /// List the roles this node has
 ///
@@ -144,7 +144,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
 
 /// The node itself when its caches are writable, else a per-user cache.
 fn cache_node(node: &Node) -> Result<Node> {
-    if init::ensure_state(node).is_ok() && writable(&node.venvs()) {
+    if paths::ensure_state(node).is_ok() && writable(&node.venvs()) {
         return Ok(node.clone());
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -152,7 +152,7 @@ fn cache_node(node: &Node) -> Result<Node> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .context("cannot find a cache directory: set HOME or XDG_CACHE_HOME")?;
     let cache = Node::new(&base.join("troops"));
-    init::ensure_state(&cache)?;
+    paths::ensure_state(&cache)?;
     Ok(cache)
 }
 

@@ -13,12 +13,12 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
+use crate::config::Policy;
 use crate::error::UserError;
 use crate::git;
 use crate::history::Trigger;
 use crate::paths::{Node, set_mode, write_atomically, write_atomically_mode};
 use crate::seed_doc::{self, Seed};
-use crate::signatures::Policy;
 use crate::{imds, init, pull, remotes};
 
 /// Configure this node from its seed (first boot), then pull

@@ -22,9 +22,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::validate_branch;
+use crate::config::{Policy, validate_branch};
 use crate::remotes;
-use crate::signatures::Policy;
 
 /// Where cloud-init's `write_files` puts the seed, and where Troops keeps it.
 pub const SEED_PATH: &str = "/etc/troops/seed.yaml";

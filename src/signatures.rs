@@ -9,22 +9,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::error::UserError;
 use crate::git::{Repo, short};
 use crate::paths::Node;
-
-/// What `signatures` in /etc/troops/troops.toml asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    #[default]
-    None,
-    Ssh,
-    Gpg,
-}
 
 /// The allowed-signers file: `allowed_signers` or /etc/troops/allowed_signers.
 pub fn allowed_signers(node: &Node, config: &Config) -> PathBuf {

@@ -296,6 +296,8 @@ fn upgrade_from_the_one_repository_layout_keeps_the_node_and_closes_the_attacks(
     let old = package::package_at(BEFORE_PRIVSEP);
     let new = package();
     let root = DebRoot::start();
+    // The lifecycle test runs apt at the same time: an archive of its own.
+    root.private_archives();
     let old_deb = root.put(&old.deb());
     root.apt_get(&[
         "install",
@@ -414,6 +416,7 @@ fn upgrade_from_the_one_repository_layout_keeps_the_node_and_closes_the_attacks(
 
     root.apt_get(&["purge", "troops"]);
     assert!(!root.exists("/etc/gitconfig"), "purge left /etc/gitconfig");
+    root.save_archives();
 }
 
 fn ssh_to(client: &Client, user: &str, address: Ipv4Addr, port: u16, command: &[&str]) -> Run {
