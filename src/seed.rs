@@ -32,9 +32,11 @@ use crate::{imds, init, pull, remotes};
 ///
 /// The seed is a YAML document whose key `troops` holds `remotes` (a list of
 /// {name, url}), `roles`, `branch`, `signatures` (none, ssh, gpg),
-/// `allowed_signers`, `gpg_keys` and `pull_interval`; user-data may also be a
-/// #cloud-config whose write_files writes /etc/troops/seed.yaml. Every value
-/// is checked before anything is applied.
+/// `allowed_signers`, `gpg_keys`, `pull_interval` and `known_hosts` (git
+/// servers' host keys, pinned in /etc/troops/known_hosts); user-data may also
+/// be a #cloud-config whose write_files writes /etc/troops/seed.yaml. Every
+/// value is checked before anything is applied. Remotes go to root's
+/// /etc/troops/gitconfig (0600), since their URLs may carry credentials.
 ///
 /// Example: `troops seed --file seed.yaml`
 #[derive(Debug, clap::Args)]
