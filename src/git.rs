@@ -57,17 +57,7 @@ impl Repo {
 
     /// Root's repository: what the node deploys from.
     pub fn deploy(node: &Node) -> Repo {
-        let config = node.git_config();
-        // The file is root's alone; anyone else reading the repository
-        // (`troops roles` by a member) runs without it.
-        let readable = nix::unistd::access(&config, nix::unistd::AccessFlags::R_OK).is_ok();
-        Repo {
-            path: node.deploy_repo(),
-            kind: Kind::Deploy {
-                config: readable.then_some(config),
-            },
-            quarantine: None,
-        }
+        Repo::bare(&node.deploy_repo()).pinned(node)
     }
 
     pub fn path(&self) -> &Path {
@@ -78,10 +68,16 @@ impl Repo {
         !matches!(self.kind, Kind::WorkTree)
     }
 
-    /// The same repository with the configuration root pins (a repository
-    /// only root writes, such as the HTTP fetch scratch repository).
-    pub fn pinned(mut self) -> Repo {
-        self.kind = Kind::Deploy { config: None };
+    /// The same repository with the configuration root pins and `node`'s
+    /// pull configuration (a repository only root writes).
+    pub fn pinned(mut self, node: &Node) -> Repo {
+        let config = node.git_config();
+        // The file is root's alone; anyone else reading the repository
+        // (`troops roles` by a member) runs without it.
+        let readable = nix::unistd::access(&config, nix::unistd::AccessFlags::R_OK).is_ok();
+        self.kind = Kind::Deploy {
+            config: readable.then_some(config),
+        };
         self
     }
 

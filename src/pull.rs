@@ -332,7 +332,7 @@ fn scratch_repo(node: &Node) -> Result<Repo> {
             .arg(&path);
         git::output(&mut cmd).context("cannot create the HTTP fetch repository")?;
     }
-    Ok(Repo::bare(&path).pinned())
+    Ok(Repo::bare(&path).pinned(node))
 }
 
 /// Copies what an HTTP remote served from the scratch repository into root's,
