@@ -117,3 +117,84 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     assert!(run.stderr.contains("second over https"), "{}", run.stderr);
     assert_eq!(node.branch(), Some(next));
 }
+
+#[test]
+fn a_static_mirror_is_verified_before_anything_uses_it() {
+    let tls = tempfile::tempdir().unwrap();
+    self_signed_certificate(tls.path());
+    let repo = DeployRepo::with("print('from the static mirror')\n");
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("deploy.git");
+    let bare_git = |args: &[&str]| {
+        let out = common::clean_command("git", served.path())
+            .arg("--git-dir")
+            .arg(&bare)
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out).success().stdout.trim().to_owned()
+    };
+    repo.git(&[
+        "clone",
+        "--quiet",
+        "--bare",
+        "--",
+        &repo.path_str(),
+        bare.to_str().unwrap(),
+    ]);
+    bare_git(&["update-server-info"]);
+    let server = serve(served.path(), tls.path());
+
+    let node = Node::new();
+    node.troops(["init"]).success();
+    node.add_remote(
+        "mirror",
+        &format!("https://127.0.0.1:{}/static/deploy.git", server.port),
+    );
+    let out = common::clean_command("git", &node.home())
+        .args(["config", "--file"])
+        .arg(node.root().join("etc/troops/gitconfig"))
+        .args([
+            "http.sslCAInfo",
+            tls.path().join("cert.pem").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    Run::from(out).success();
+    // Control: a well-formed commit arrives over the dumb protocol and deploys.
+    let run = node.troops(["pull"]).success();
+    assert!(
+        run.stderr.contains("from the static mirror"),
+        "{}",
+        run.stderr
+    );
+    let good = repo.head();
+    assert_eq!(node.branch(), Some(good.clone()));
+
+    // A commit whose hash is right but which fsck refuses (no author email),
+    // as a tampering mirror might serve: git's dumb walker takes it as is.
+    let tree = bare_git(&["rev-parse", &format!("{good}^{{tree}}")]);
+    let text = format!(
+        "tree {tree}\nparent {good}\nauthor Mallory 1700000000 +0000\ncommitter Mallory 1700000000 +0000\n\nmalformed\n"
+    );
+    let file = served.path().join("commit.txt");
+    std::fs::write(&file, text).unwrap();
+    let bad = bare_git(&[
+        "hash-object",
+        "--literally",
+        "-t",
+        "commit",
+        "-w",
+        file.to_str().unwrap(),
+    ]);
+    bare_git(&["update-ref", "refs/heads/master", &bad]);
+    bare_git(&["update-server-info"]);
+    let run = node.troops(["pull"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("does not verify"), "{}", run.stderr);
+    assert_eq!(node.branch(), Some(good));
+    assert!(
+        node.root_git(&["cat-file", "-e", &bad]).code != Some(0),
+        "the malformed commit reached root's repository"
+    );
+}
