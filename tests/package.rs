@@ -427,6 +427,61 @@ fn ssh_to(client: &Client, user: &str, address: Ipv4Addr, port: u16, command: &[
     Run::from(cmd.output().unwrap())
 }
 
+/// Debian's package tester on a clean Debian 12 root (its base tarball
+/// cached beside the test roots): install, remove and purge, and piuparts'
+/// own check that purge leaves nothing behind.
+#[test]
+fn piuparts_installs_removes_and_purges_on_a_clean_root() {
+    if !package::can_run(
+        "piuparts",
+        &["piuparts", "debootstrap", "dpkg-buildpackage"],
+    ) {
+        return;
+    }
+    let deb = package().deb();
+    let cache = std::env::var_os("TROOPS_TEST_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/troops-test"), PathBuf::from);
+    fs::create_dir_all(&cache).unwrap();
+    let lock = fs::File::create(cache.join(".piuparts.lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let base = cache.join("piuparts-bookworm.tar.gz");
+    let fresh = cache.join("piuparts-bookworm.tar.gz.new");
+    let mirror =
+        std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let mut cmd = Command::new("piuparts");
+    // sudo's prerm refuses to let piuparts remove it without this.
+    cmd.env("SUDO_FORCE_REMOVE", "yes").args([
+        "--no-upgrade-test",
+        "-d",
+        "bookworm",
+        "-m",
+        &mirror,
+    ]);
+    if base.exists() {
+        cmd.arg("--basetgz").arg(&base);
+    } else {
+        cmd.arg("--save").arg(&fresh);
+    }
+    let run = Run::from(cmd.arg(&deb).output().unwrap());
+    let log = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "piuparts failed:\n{}",
+        package::tail(&log, 60)
+    );
+    assert!(
+        log.contains("PASS: Installation and purging test."),
+        "{}",
+        package::tail(&log, 20)
+    );
+    if fresh.exists() {
+        fs::rename(&fresh, &base).unwrap();
+    }
+}
+
 fn check_installed(root: &DebRoot) {
     check_layout(root);
     check_push_access(root);

@@ -7,21 +7,32 @@ mod common;
 use common::DeployRepo;
 use common::cluster::{Client, SshNode};
 
-#[test]
-fn pull_fetches_over_ssh_with_the_nodes_key() {
-    let client = Client::new();
-    let server = SshNode::start("git.example.com", &client);
-    let node = SshNode::start("web-1.example.com", &client);
+/// A bare repository in alice's home on `server` holding a deployment of
+/// `deploy_py`: its SSH URL and the deployment.
+fn serve_deployment(client: &Client, server: &SshNode, deploy_py: &str) -> (String, DeployRepo) {
     client
         .ssh(
-            &server,
+            server,
             "alice",
             &["git", "init", "--quiet", "--bare", "deploy.git"],
         )
         .success();
     let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
-    let repo = DeployRepo::with("import troops\nprint('pulled onto', troops.hostname())\n");
+    let repo = DeployRepo::with(deploy_py);
     client.push_to("alice", repo.path(), &url).success();
+    (url, repo)
+}
+
+#[test]
+fn pull_fetches_over_ssh_with_the_nodes_key() {
+    let client = Client::new();
+    let server = SshNode::start("git.example.com", &client);
+    let node = SshNode::start("web-1.example.com", &client);
+    let (url, repo) = serve_deployment(
+        &client,
+        &server,
+        "import troops\nprint('pulled onto', troops.hostname())\n",
+    );
     node.git(&["remote", "add", "origin", &url]).success();
 
     // Unknown host key, key not authorised: the remote is unreachable, said so.
@@ -63,16 +74,7 @@ fn a_seed_pins_the_git_servers_host_key() {
     let server = SshNode::start("git.pinned.example.com", &client);
     let node = SshNode::start("web-2.example.com", &client);
     let impostor = SshNode::start("impostor.example.com", &client);
-    client
-        .ssh(
-            &server,
-            "alice",
-            &["git", "init", "--quiet", "--bare", "deploy.git"],
-        )
-        .success();
-    let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
-    let repo = DeployRepo::with("print('pulled over a pinned key')\n");
-    client.push_to("alice", repo.path(), &url).success();
+    let (url, repo) = serve_deployment(&client, &server, "print('pulled over a pinned key')\n");
     server.authorize("alice", &node.public_key());
 
     let seed = |host_line: &str| {
