@@ -4,9 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 
 /// Write man pages or shell completions (used when building the package)
 #[derive(Debug, clap::Args)]
@@ -26,21 +23,23 @@ enum What {
     },
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// `cli` is the whole command line's definition (main passes it, so this
+/// module needs nothing from `cli`, which names it).
+pub fn run(args: Args, mut cli: clap::Command) -> Result<()> {
     match args.what {
-        What::Man { dir } => man(&dir),
+        What::Man { dir } => man(cli, &dir),
         What::Completions { shell, dir } => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create `{}`", dir.display()))?;
-            clap_complete::generate_to(shell, &mut Cli::command(), "troops", &dir)
+            clap_complete::generate_to(shell, &mut cli, "troops", &dir)
                 .with_context(|| format!("cannot write completions into `{}`", dir.display()))?;
             Ok(())
         }
     }
 }
 
-fn man(dir: &Path) -> Result<()> {
+fn man(cli: clap::Command, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    clap_mangen::generate_to(cli, dir)
         .with_context(|| format!("cannot write man pages into `{}`", dir.display()))
 }
