@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::config::Config;
-use crate::engine::{Request, deploy_commit, invoking_user, resolve, source_repo};
+use crate::engine::{
+    Request, deploy_commit, invoking_user, leave_callers_directory, resolve, source_repo,
+};
 use crate::error::UserError;
 use crate::git::{Repo, short};
 use crate::history::Trigger;
@@ -50,6 +52,11 @@ pub struct Args {
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
+    if args.repository.is_none() {
+        // What sudo runs for a member keeps the member's directory; nothing
+        // of it is needed here.
+        leave_callers_directory()?;
+    }
     let plain = args.repository.is_none() && args.rev.is_none() && !args.no_wait && !args.dry_run;
     if plain && needs_root(node) {
         return redeploy_through_sudo(node);

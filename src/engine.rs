@@ -77,6 +77,12 @@ pub fn resolve(repo: &Repo, config: &Config, rev: Option<&str>) -> Result<String
     })
 }
 
+/// Moves to `/`, so that no program root runs finds the caller's files in
+/// its working directory (Python's `-m` puts it first on the import path).
+pub fn leave_callers_directory() -> Result<()> {
+    std::env::set_current_dir("/").context("cannot change to the directory `/`")
+}
+
 /// Who asked for the deploy: the sudo caller if any, else the current user.
 pub fn invoking_user() -> String {
     let uid = nix::unistd::Uid::current();

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::engine::{Request, deploy_commit, invoking_user};
+use crate::engine::{Request, deploy_commit, invoking_user, leave_callers_directory};
 use crate::error::UserError;
 use crate::git::{self, Repo, is_object_id, short};
 use crate::history::Trigger;
@@ -274,6 +274,7 @@ impl Header {
 /// Root's side: verify the pushed commit in root's repository, deploy it,
 /// and move root's branch.
 fn receive(node: &Node) -> Result<()> {
+    leave_callers_directory()?;
     let header = Header::parse(&read_header()?)?;
     let config = Config::load(node)?;
     let branch_ref = format!("refs/heads/{}", config.branch());

@@ -31,10 +31,19 @@ pub fn gpg_home(node: &Node, config: &Config) -> PathBuf {
         .unwrap_or_else(|| node.etc().join("gnupg"))
 }
 
+/// The verifier of formats the policy does not use: it fails every check.
+const NEVER: &str = "/bin/false";
+
 /// Refuses `commit` unless it carries a signature the node trusts.
+///
+/// Only the policy's own format is verified: git picks the verifier from the
+/// signature's armour, so the other formats' programs are pinned to `false`
+/// (an X.509 signature would otherwise reach gpgsm, which reports any
+/// self-made certificate as a good signature of unknown trust, and an
+/// OpenPGP one would reach root's own keyring under an SSH policy).
 pub fn check(node: &Node, config: &Config, repo: &Repo, commit: &str) -> Result<()> {
     let mut cmd = repo.command();
-    let trusted = match config.signatures {
+    let (trusted, others) = match config.signatures {
         Policy::None => return Ok(()),
         Policy::Ssh => {
             let file = allowed_signers(node, config);
@@ -49,15 +58,18 @@ pub fn check(node: &Node, config: &Config, repo: &Repo, commit: &str) -> Result<
             cmd.arg("-c")
                 .arg(format!("gpg.ssh.allowedSignersFile={}", file.display()));
             // Only a key the allowed-signers file names makes `G`.
-            &["G"][..]
+            (&["G"][..], ["gpg.program", "gpg.x509.program"])
         }
         Policy::Gpg => {
             cmd.env("GNUPGHOME", gpg_home(node, config));
             // The keyring is the trust list: a good signature by a key in it
             // is `G`, or `U` when no owner trust was set.
-            &["G", "U"][..]
+            (&["G", "U"][..], ["gpg.ssh.program", "gpg.x509.program"])
         }
     };
+    for key in others {
+        cmd.arg("-c").arg(format!("{key}={NEVER}"));
+    }
     cmd.args(["log", "-1", "--format=%G?%x00%GK%x00%GS", commit, "--"]);
     let out = crate::git::output(&mut cmd).context("cannot check the commit's signature")?;
     let text = String::from_utf8_lossy(&out.stdout);

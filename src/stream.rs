@@ -1,14 +1,18 @@
 //! Running a child with its output streamed live to stderr and a log.
 //!
 //! The child's stdout and stderr share one pipe so their lines keep their
-//! order. Writing to our stderr may fail (a pusher who hung up); the deploy
-//! goes on and the log still gets every byte.
+//! order. Writing to our stderr may fail (a pusher who hung up) or stall (a
+//! reader who stopped reading, to hold the deploy lock): a thread of its own
+//! writes there, what it cannot take is dropped, and the deploy goes on. The
+//! log still gets every byte.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -16,10 +20,15 @@ use crate::git::describe;
 
 /// How many recent lines are kept for explaining a failure.
 const TAIL: usize = 50;
+/// Chunks waiting for stderr before more are dropped (at most 8 KiB each).
+const QUEUED: usize = 1024;
+/// How long a finished sink waits for stderr to take what is queued.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where streamed output goes: our stderr, and the deploy log if there is one.
 pub struct Sink {
     log: Option<File>,
+    terminal: Terminal,
     tail: VecDeque<String>,
     partial: Vec<u8>,
 }
@@ -28,6 +37,7 @@ impl Sink {
     pub fn new(log: Option<File>) -> Sink {
         Sink {
             log,
+            terminal: Terminal::start(),
             tail: VecDeque::new(),
             partial: Vec::new(),
         }
@@ -35,7 +45,7 @@ impl Sink {
 
     /// Writes a chunk of output to stderr and the log.
     pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        let _ = io::stderr().write_all(chunk);
+        self.terminal.send(chunk);
         if let Some(log) = &mut self.log {
             log.write_all(chunk)
                 .context("cannot write the deploy log")?;
@@ -68,6 +78,60 @@ impl Sink {
                 self.tail.pop_front();
             }
         }
+    }
+}
+
+/// Our stderr, written by a thread of its own so that a stalled reader
+/// stalls nothing else.
+struct Terminal {
+    queue: Option<SyncSender<Vec<u8>>>,
+    done: Receiver<()>,
+    dropping: bool,
+}
+
+impl Terminal {
+    fn start() -> Terminal {
+        let (queue, chunks) = mpsc::sync_channel::<Vec<u8>>(QUEUED);
+        let (finished, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stderr = io::stderr();
+            for chunk in chunks {
+                let _ = stderr.write_all(&chunk);
+            }
+            let _ = finished.send(());
+        });
+        Terminal {
+            queue: Some(queue),
+            done,
+            dropping: false,
+        }
+    }
+
+    fn send(&mut self, chunk: &[u8]) {
+        let Some(queue) = &self.queue else { return };
+        if self.dropping {
+            // Said once per gap, when the reader takes output again.
+            if queue.try_send(CUT.to_vec()).is_err() {
+                return;
+            }
+            self.dropping = false;
+        }
+        if let Err(TrySendError::Full(_)) = queue.try_send(chunk.to_vec()) {
+            self.dropping = true;
+        }
+    }
+}
+
+/// What stands where stderr output was dropped.
+const CUT: &[u8] =
+    b"\ntroops: output cut here (this terminal stopped reading); the deploy log has all of it\n";
+
+impl Drop for Terminal {
+    /// Lets stderr take what is queued, so that later messages come after
+    /// it, but never waits long on a reader that stopped.
+    fn drop(&mut self) {
+        self.queue = None;
+        let _ = self.done.recv_timeout(DRAIN);
     }
 }
 

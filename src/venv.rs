@@ -83,7 +83,7 @@ fn build(
     let mut create = match &uv {
         Some(uv) => {
             let mut cmd = Command::new(uv);
-            cmd.args(["venv", "--quiet", "--python"])
+            cmd.args(["venv", "--quiet", "--no-config", "--python"])
                 .arg(python)
                 .arg("--")
                 .arg(dir.path());
@@ -91,7 +91,9 @@ fn build(
         }
         None => {
             let mut cmd = Command::new(python);
-            cmd.args(["-m", "venv"]);
+            // Isolated (-I): nothing from the caller's directory or PYTHON*
+            // variables is imported by root's interpreter.
+            cmd.args(["-I", "-m", "venv"]);
             // pip only installs requirements; without any, leaving it out
             // makes the virtualenv in a tenth of a second instead of seconds.
             if !has_requirements(reqs) {
@@ -101,6 +103,8 @@ fn build(
             cmd
         }
     };
+    // A process sudo started keeps its caller's directory: never run there.
+    create.current_dir("/");
     stream::run(&mut create, sink).map_err(|e| {
         e.context(UserError::new("cannot create a virtualenv").hint(
             "install python3-venv (`apt install python3-venv`) or set `python` in /etc/troops/troops.toml",
@@ -150,7 +154,8 @@ fn install_requirements(
         let mut cmd = pip(uv, venv);
         cmd.args(["--no-index", "--find-links"])
             .arg(wheels)
-            .arg(BUNDLED);
+            .arg(BUNDLED)
+            .current_dir("/");
         stream::run(&mut cmd, sink).map_err(|e| {
             e.context(UserError::new(format!(
                 "cannot install the bundled {BUNDLED}"
@@ -179,12 +184,14 @@ fn pip(uv: Option<&Path>, venv: &Path) -> Command {
     match uv {
         Some(uv) => {
             let mut cmd = Command::new(uv);
-            cmd.args(["pip", "install", "--python"]).arg(&python);
+            cmd.args(["pip", "install", "--no-config", "--python"])
+                .arg(&python);
             cmd
         }
         None => {
             let mut cmd = Command::new(&python);
             cmd.args([
+                "-I",
                 "-m",
                 "pip",
                 "install",

@@ -422,3 +422,55 @@ fn running_roots_side_by_hand_deploys_nothing_unsigned() {
     scene.repo.git(&["reset", "--quiet", "--hard", &base]);
     scene.still_deploys_signed(1);
 }
+
+#[test]
+fn a_reader_that_stops_reading_does_not_hold_the_deploy_lock() {
+    let scene = Scene::start("stalled.example.com");
+    // Signed, and loud (20 MB) when re-deployed by hand.
+    let loud = "import os\nif os.environ['TROOPS_TRIGGER'] == 'manual':\n    \
+                for i in range(20000):\n        print('x' * 1000)\nprint('done')\n";
+    scene.signer.commit(&scene.repo, &[("deploy.py", loud)]);
+    scene.push("master").success();
+    let records = |node: &SshNode| node.status()["history"].as_array().unwrap().clone();
+    let before = records(&scene.node).len();
+    // The member re-deploys and never reads what it prints.
+    let exe = scene.node.troops();
+    scene
+        .alice(&format!(
+            "(sudo -n {exe} --root / deploy 2>&1 | sleep 120) >/dev/null 2>&1 </dev/null &"
+        ))
+        .success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let finished = loop {
+        let history = records(&scene.node);
+        if history.len() > before && history[0]["result"] != "running" {
+            break history[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deploy stalled with its reader: {history:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(finished["result"], "success", "{finished}");
+    assert_eq!(finished["trigger"], "manual");
+    // The lock is free within seconds (stderr gets a few to drain), and
+    // the log has every line the terminal missed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while scene.node.troops_inside(&["deploy", "--no-wait"]).code != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deploy lock is still held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let log = fs::read_to_string(
+        scene
+            .node
+            .dir
+            .path()
+            .join(finished["log"].as_str().unwrap().trim_start_matches('/')),
+    )
+    .unwrap();
+    assert_eq!(log.lines().filter(|l| l.len() == 1000).count(), 20000);
+}

@@ -342,8 +342,14 @@ impl DebRoot {
     /// gets SIGKILL as that thread's parent-death signal), so start roots on
     /// the thread that keeps them.
     pub fn start() -> DebRoot {
+        DebRoot::start_suite("bookworm")
+    }
+
+    /// Starts a root of a Debian `suite` (bookworm or trixie), as `start`.
+    pub fn start_suite(suite: &str) -> DebRoot {
         let make_root = Path::new(TOP).join("tests/debroot/make-root");
         let made = Command::new(&make_root)
+            .arg(suite)
             .stderr(Stdio::inherit())
             .output()
             .unwrap();
