@@ -474,3 +474,54 @@ fn a_reader_that_stops_reading_does_not_hold_the_deploy_lock() {
     .unwrap();
     assert_eq!(log.lines().filter(|l| l.len() == 1000).count(), 20000);
 }
+
+#[test]
+fn root_imports_nothing_from_the_directory_it_was_started_in() {
+    let scene = Scene::start("cwd.example.com");
+    // Python's `-m` puts the working directory first on the import path, and
+    // sudo keeps the caller's: a member's venv.py there, in the members'
+    // repository (where git runs the hook) and in their home.
+    let plant = "mkdir -p ~/x && cat > ~/x/venv.py <<'EOF'\n\
+        import os\n\
+        try:\n    open('/etc/troops/pwned-cwd', 'w')\nexcept OSError:\n    pass\n\
+        EOF\n\
+        for d in ~/x /var/lib/troops/repo/main.git; do\n\
+          cp ~/x/venv.py $d/venv.py 2>/dev/null; cp ~/x/venv.py $d/ensurepip.py; done";
+    scene.alice(plant).success();
+    // Control: the planted module is what Python imports from there.
+    let control = scene.alice("cd ~/x && python3 -c 'import venv; print(venv.__file__)'");
+    assert!(control.stdout.contains("/x/venv.py"), "{}", control.stdout);
+
+    // New requirements: root builds a virtualenv for this push.
+    scene.signer.commit(
+        &scene.repo,
+        &[("requirements.txt", "# round 1\n"), ("deploy.py", SIGNED)],
+    );
+    let run = scene.push("master");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("building a virtualenv"),
+        "{}",
+        run.stderr
+    );
+    // And root's side of the hook run by hand from the member's directory.
+    let base = scene.repo.head();
+    let next = scene
+        .signer
+        .commit(&scene.repo, &[("requirements.txt", "# round 2\n")]);
+    scene.push("side").success();
+    let script = format!(
+        "cd ~/x && {{ printf 'update {base} {next} refs/heads/master\\nbase {base}\\n\\n'; \
+         printf '{next}\\n--not\\n{base}\\n' | git --git-dir=/var/lib/troops/repo/main.git pack-objects --revs --stdout; }} \
+         | sudo -n {} --root / hook receive",
+        scene.node.troops()
+    );
+    let run = scene.alice(&script);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("building a virtualenv"),
+        "{}",
+        run.stderr
+    );
+    scene.assert_nothing_ran();
+}
