@@ -282,7 +282,10 @@ fn receive(node: &Node) -> Result<()> {
     if update.refname != branch_ref || is_zero(&update.new) {
         bail!("`troops hook receive` only deploys a commit to `{branch_ref}`");
     }
-    let repo = Repo::deploy(node);
+    let root = Repo::deploy(node);
+    // Until the deploy succeeds, the objects stay in a quarantine of their own.
+    let quarantine = transfer::Quarantine::new(root.path())?;
+    let repo = quarantine.view(&root);
     // The rest of stdin is the pack: index-pack reads it from our descriptor.
     transfer::index_pack(&repo, Stdio::inherit()).map_err(|e| {
         e.context(
@@ -301,7 +304,7 @@ fn receive(node: &Node) -> Result<()> {
         Wait::Block,
         &format!("push of {} by {user}", short(&update.new)),
     )?;
-    check_branch_unmoved(&repo, &branch_ref, header.base.as_deref(), config.branch())?;
+    check_branch_unmoved(&root, &branch_ref, header.base.as_deref(), config.branch())?;
     let request = Request {
         trigger: Trigger::Push,
         user: &user,
@@ -316,8 +319,9 @@ fn receive(node: &Node) -> Result<()> {
         .hint("push again without `-o dry-run` to deploy")
         .into());
     }
+    quarantine.accept()?;
     let old = header.base.unwrap_or_else(|| "0".repeat(update.new.len()));
-    repo.run([
+    root.run([
         "update-ref",
         "-m",
         &format!("troops: push by {user}"),

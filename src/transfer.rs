@@ -157,3 +157,47 @@ fn unprivileged(cmd: &mut Command, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Objects received but not yet accepted: a directory of their own inside
+/// root's object store, read through `view`. Only `accept` moves them into
+/// the store; otherwise they go with the quarantine, so a refused push
+/// leaves nothing behind.
+pub struct Quarantine {
+    dir: tempfile::TempDir,
+    objects: std::path::PathBuf,
+}
+
+impl Quarantine {
+    pub fn new(repo: &Path) -> Result<Quarantine> {
+        let objects = repo.join("objects");
+        let dir = tempfile::Builder::new()
+            .prefix("incoming-")
+            .tempdir_in(&objects)
+            .with_context(|| format!("cannot create a directory in `{}`", objects.display()))?;
+        std::fs::create_dir(dir.path().join("pack"))?;
+        Ok(Quarantine { dir, objects })
+    }
+
+    /// `repo` reading the quarantined objects first, then its own.
+    pub fn view(&self, repo: &Repo) -> Repo {
+        repo.clone().with_objects(self.dir.path(), &self.objects)
+    }
+
+    /// Moves the received packs into the object store, each index after
+    /// its pack so that git never sees an index without its pack.
+    pub fn accept(self) -> Result<()> {
+        let incoming = self.dir.path().join("pack");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&incoming)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort_by_key(|p| p.extension().is_some_and(|x| x == "idx"));
+        let pack = self.objects.join("pack");
+        for file in files {
+            let dest = pack.join(file.file_name().unwrap_or_default());
+            std::fs::rename(&file, &dest).with_context(|| {
+                format!("cannot move `{}` into `{}`", file.display(), pack.display())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -405,7 +405,14 @@ fn running_roots_side_by_hand_deploys_nothing_unsigned() {
     let run = scene.alice(&script);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("is not signed"), "{}", run.stderr);
-    // Control: the objects did reach root's repository, verified, unused.
+    // Control: root did get the commit (it names it as unsigned); and the
+    // refused objects went with their quarantine.
+    assert!(
+        run.stderr
+            .contains(&format!("commit {} is not signed", &bad[..12])),
+        "{}",
+        run.stderr
+    );
     let root_git = |args: &[&str]| {
         Run::from(
             common::clean_command("git", scene.node.dir.path())
@@ -416,7 +423,14 @@ fn running_roots_side_by_hand_deploys_nothing_unsigned() {
                 .unwrap(),
         )
     };
-    root_git(&["cat-file", "-e", &bad]).success();
+    assert_ne!(root_git(&["cat-file", "-e", &bad]).code, Some(0));
+    let objects = fs::read_dir(scene.node.lib().join("deploy.git/objects")).unwrap();
+    assert!(
+        !objects
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("incoming-")),
+        "a refused push left its objects behind"
+    );
     scene.assert_nothing_ran();
     assert_eq!(scene.node.branch(), Some(base.clone()));
     scene.repo.git(&["reset", "--quiet", "--hard", &base]);
