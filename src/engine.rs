@@ -34,6 +34,14 @@ pub struct Request<'a> {
 pub fn source_repo(node: &Node, repository: Option<&Path>) -> Result<Repo> {
     let Some(dir) = repository else {
         let path = node.deploy_repo();
+        if path.is_dir() && nix::unistd::access(&path, nix::unistd::AccessFlags::R_OK).is_err() {
+            return Err(UserError::new(format!(
+                "root's repository `{}` is root's alone",
+                path.display()
+            ))
+            .hint("run this as root, or pass --repository with a clone of the deployment")
+            .into());
+        }
         if !path.join("HEAD").exists() {
             return Err(UserError::new(format!(
                 "this node has no repository at `{}`",

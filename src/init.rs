@@ -34,7 +34,7 @@ pub fn run(node: &Node, _args: Args) -> Result<()> {
     ensure_state(node)?;
     let gid = troops_gid();
     init_push_repo(node, config.branch(), gid)?;
-    init_deploy_repo(node, config.branch(), gid)?;
+    init_deploy_repo(node, config.branch())?;
     access::install(node)?;
     ensure_key(node)?;
     crate::safe_directory::trust_push_repo(node)?;
@@ -77,12 +77,23 @@ fn init_push_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
     fs::rename(tmp.keep(), &path).with_context(|| format!("cannot create `{}`", path.display()))
 }
 
-/// Root's repository: written only by root, readable by the group (so that
-/// members can list roles), no hooks, no configuration of anyone else's.
-fn init_deploy_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
+/// Root's repository: root's alone (0700), since what its fetches bring in
+/// with the node's key and credentials is nobody else's to read; no hooks,
+/// no configuration of anyone else's.
+fn init_deploy_repo(node: &Node, branch: &str) -> Result<()> {
     let path = node.deploy_repo();
     if path.join("HEAD").exists() {
-        return paths::ensure_dir(&path, 0o750, gid);
+        paths::ensure_dir(&path, 0o700, Gid::from_raw(0))?;
+        let repo = Repo::deploy(node);
+        // A carry-over that failed (an upgrade) is tried again while the
+        // branch is still missing.
+        if repo
+            .resolve_commit(&format!("refs/heads/{branch}"))?
+            .is_none()
+        {
+            carry_over_deployed(node, &repo, branch)?;
+        }
+        return Ok(());
     }
     let tmp = tempfile::Builder::new()
         .prefix(".deploy-")
@@ -95,7 +106,7 @@ fn init_deploy_repo(node: &Node, branch: &str, gid: Gid) -> Result<()> {
         .arg(tmp.path());
     git::output(&mut cmd).context("cannot create root's repository")?;
     fs::rename(tmp.keep(), &path).with_context(|| format!("cannot create `{}`", path.display()))?;
-    paths::ensure_dir(&path, 0o750, gid)?;
+    paths::ensure_dir(&path, 0o700, Gid::from_raw(0))?;
     let repo = Repo::deploy(node);
     repo.run(["config", "core.logAllRefUpdates", "true"])?;
     carry_over_deployed(node, &repo, branch)

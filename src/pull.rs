@@ -22,8 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::config::Policy;
+use crate::config::{Config, Policy};
 use crate::engine::{Request, deploy_commit, invoking_user, one_line, source_repo};
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
@@ -331,6 +330,8 @@ fn scratch_repo(node: &Node) -> Result<Repo> {
         cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
             .arg(&path);
         git::output(&mut cmd).context("cannot create the HTTP fetch repository")?;
+        // Root's alone, as root's repository is.
+        paths::set_mode(&path, 0o700)?;
     }
     Ok(Repo::bare(&path).pinned(node))
 }

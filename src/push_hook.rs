@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::engine::{Request, deploy_commit, invoking_user, leave_callers_directory};
 use crate::error::UserError;
 use crate::git::{self, Repo, is_object_id, short};
-use crate::history::Trigger;
+use crate::history::{self, Trigger};
 use crate::lock::{DeployLock, Wait};
 use crate::paths::Node;
 use crate::transfer;
@@ -71,8 +71,6 @@ struct Update {
 #[derive(Debug, PartialEq, Eq)]
 struct Header {
     update: Update,
-    /// Root's branch as the pusher's side found it (`None`: no branch yet).
-    base: Option<String>,
     /// `git push -o dry-run`: report what would change, then refuse the push.
     dry_run: bool,
 }
@@ -108,18 +106,16 @@ fn pre_receive(node: &Node) -> Result<()> {
         .into());
     }
     let members = pushed_objects(node);
-    let base = Repo::deploy(node).resolve_commit(&branch_ref)?;
-    check_contains_base(&members, &update, base.as_deref(), config.branch())?;
-    let have: Vec<String> = base
-        .iter()
+    // Root's repository is root's alone; the commit it last deployed tells
+    // which objects it has, so the pack can leave them out. Only a hint: a
+    // wrong one makes the push fail to verify, never deploy.
+    let have: Vec<String> = history::deployed_commit(node)
+        .ok()
+        .flatten()
         .filter(|b| members.resolve_commit(b).ok().flatten().is_some())
-        .cloned()
+        .into_iter()
         .collect();
-    let header = Header {
-        update,
-        base,
-        dry_run,
-    };
+    let header = Header { update, dry_run };
     let mut pack = transfer::pack_objects(&members, &header.update.new, &have)?;
     let status = hand_to_root(node, &header, &mut pack)?;
     if !status.success() {
@@ -167,13 +163,13 @@ fn push_options() -> Result<bool> {
 /// after another push or a pull moved root's branch, a push built on the
 /// members' older branch would silently undo that commit.
 fn check_contains_base(
-    members: &Repo,
+    repo: &Repo,
     update: &Update,
     base: Option<&str>,
     branch: &str,
 ) -> Result<()> {
     let Some(base) = base else { return Ok(()) };
-    if base == update.old || members.is_ancestor(base, &update.new).unwrap_or(false) {
+    if base == update.old || repo.is_ancestor(base, &update.new)? {
         return Ok(());
     }
     Err(UserError::new(format!(
@@ -233,13 +229,7 @@ fn send(to: &mut impl Write, header: &Header, pack: &mut Command) -> Result<()> 
 impl Header {
     fn render(&self) -> String {
         let u = &self.update;
-        let mut text = format!(
-            "update {} {} {}\nbase {}\n",
-            u.old,
-            u.new,
-            u.refname,
-            self.base.as_deref().unwrap_or("none")
-        );
+        let mut text = format!("update {} {} {}\n", u.old, u.new, u.refname);
         if self.dry_run {
             text.push_str("option dry-run\n");
         }
@@ -249,25 +239,18 @@ impl Header {
 
     fn parse(text: &str) -> Result<Header> {
         let mut update = None;
-        let mut base = None;
         let mut dry_run = false;
         for line in text.lines().filter(|l| !l.is_empty()) {
             match line.split_once(' ') {
                 Some(("update", rest)) => update = Some(parse_update(rest)?),
-                Some(("base", "none")) => base = Some(None),
-                Some(("base", id)) if is_object_id(id) => base = Some(Some(id.to_owned())),
                 Some(("option", "dry-run")) => dry_run = true,
                 _ => bail!("unexpected hook input `{line}`"),
             }
         }
-        let (Some(update), Some(base)) = (update, base) else {
-            bail!("the hook input names no update or no base");
+        let Some(update) = update else {
+            bail!("the hook input names no update");
         };
-        Ok(Header {
-            update,
-            base,
-            dry_run,
-        })
+        Ok(Header { update, dry_run })
     }
 }
 
@@ -283,6 +266,9 @@ fn receive(node: &Node) -> Result<()> {
         bail!("`troops hook receive` only deploys a commit to `{branch_ref}`");
     }
     let root = Repo::deploy(node);
+    // Where root's branch was when this push began; it must not move until
+    // the push deploys (checked again under the lock).
+    let base = root.resolve_commit(&branch_ref)?;
     // Until the deploy succeeds, the objects stay in a quarantine of their own.
     let quarantine = transfer::Quarantine::new(root.path())?;
     let repo = quarantine.view(&root);
@@ -298,13 +284,14 @@ fn receive(node: &Node) -> Result<()> {
         bail!("the push did not carry commit {}", short(&update.new));
     }
     transfer::require_complete(&repo, &update.new)?;
+    check_contains_base(&repo, update, base.as_deref(), config.branch())?;
     let user = invoking_user();
     let _lock = DeployLock::acquire(
         node,
         Wait::Block,
         &format!("push of {} by {user}", short(&update.new)),
     )?;
-    check_branch_unmoved(&root, &branch_ref, header.base.as_deref(), config.branch())?;
+    check_branch_unmoved(&root, &branch_ref, base.as_deref(), config.branch())?;
     let request = Request {
         trigger: Trigger::Push,
         user: &user,
@@ -320,7 +307,7 @@ fn receive(node: &Node) -> Result<()> {
         .into());
     }
     quarantine.accept()?;
-    let old = header.base.unwrap_or_else(|| "0".repeat(update.new.len()));
+    let old = base.unwrap_or_else(|| "0".repeat(update.new.len()));
     root.run([
         "update-ref",
         "-m",
@@ -415,19 +402,18 @@ mod tests {
     fn header_round_trips_and_hostile_input_is_refused() {
         let header = Header {
             update: parse_update(&format!("{Z} {A} refs/heads/master")).unwrap(),
-            base: None,
             dry_run: true,
         };
         let text = header.render();
         assert!(text.ends_with("\n\n"));
         assert_eq!(Header::parse(&text).unwrap(), header);
         for bad in [
-            format!("update {Z} {A}\nbase none\n"),
-            format!("update {Z} xyz refs/heads/master\nbase none\n"),
-            format!("update {Z} {A} refs/heads/a b\nbase none\n"),
-            format!("update {Z} {A} master\nbase none\n"),
-            format!("update {Z} {A} refs/heads/master\nbase ../../etc\n"),
-            format!("update {Z} {A} refs/heads/master\n"),
+            format!("update {Z} {A}\n"),
+            format!("update {Z} xyz refs/heads/master\n"),
+            format!("update {Z} {A} refs/heads/a b\n"),
+            format!("update {Z} {A} master\n"),
+            format!("update {Z} {A} refs/heads/master\nbase {A}\n"),
+            "option dry-run\n".to_owned(),
             "env GIT_DIR=/etc\n".to_owned(),
         ] {
             assert!(Header::parse(&bad).is_err(), "{bad:?}");

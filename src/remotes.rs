@@ -5,9 +5,10 @@
 //! configuration of the members' repository (`git --git-dir=... remote add`),
 //! which is hostile data: read without following a link, bounded in size,
 //! parsed by git without includes from a copy root owns, and every name and
-//! URL checked. A member's remote may not be a local path (root would read a
-//! repository a member chose) and no remote may use a remote helper
-//! (`ext::`). On a name both define, root's wins.
+//! URL checked. A member's remote may not be a local path (root would read
+//! a repository a member chose) and no remote may use a remote helper
+//! (`ext::`). On a name both define, root's wins; at most
+//! `MAX_REMOTES` are fetched.
 
 use std::io::Write;
 use std::path::Path;
@@ -19,12 +20,14 @@ use crate::paths::{self, Node};
 
 /// The largest members' configuration read.
 const MAX_CONFIG: u64 = 64 * 1024;
+/// The most remotes one pull fetches (they are fetched all at once).
+const MAX_REMOTES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// `/etc/troops/gitconfig`: root's own.
     Root,
-    /// The members' repository's configuration.
+    /// The members' repository's configuration: hostile data.
     Members,
 }
 
@@ -71,6 +74,13 @@ fn collect(entries: Vec<(String, String)>, source: Source, into: &mut Vec<Remote
                      /etc/troops/gitconfig defines it"
                 );
             }
+            continue;
+        }
+        if into.len() >= MAX_REMOTES {
+            eprintln!(
+                "troops: warning: remote `{}` is ignored: a pull fetches at most {MAX_REMOTES} remotes",
+                name.escape_debug()
+            );
             continue;
         }
         match check(&name, &url, source) {
@@ -145,8 +155,8 @@ pub fn check(name: &str, url: &str, source: Source) -> Result<(), String> {
         Kind::Helper => Err("remote helpers (`transport::address`) are not fetched".to_owned()),
         Kind::Local if source == Source::Root => Ok(()),
         Kind::Local => Err(
-            "a local path in the members' repository is not fetched by root; \
-             add it to /etc/troops/gitconfig (`git config --file /etc/troops/gitconfig remote.NAME.url PATH`)"
+            "a local path is fetched only when root added it to /etc/troops/gitconfig \
+             (`git config --file /etc/troops/gitconfig remote.NAME.url PATH`)"
                 .to_owned(),
         ),
     }

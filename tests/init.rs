@@ -54,7 +54,7 @@ fn init_creates_the_layout_and_is_idempotent() {
     // Root's repository: only root writes it, and it runs no hooks.
     let deploy = lib.join("deploy.git");
     assert_eq!(fs::metadata(&deploy).unwrap().uid(), 0);
-    assert_eq!(mode(&deploy), 0o750);
+    assert_eq!(mode(&deploy), 0o700);
     assert_eq!(
         mode(&deploy.join("objects")) & 0o022,
         0,

@@ -530,9 +530,9 @@ fn check_layout(root: &DebRoot) {
         "the repository is not a safe.directory"
     );
 
-    // Root's repository: root writes it, the group may read it.
+    // Root's repository: root's alone.
     let deploy = format!("{lib}/deploy.git");
-    assert_eq!(root.stat(&deploy), (0o750, "root".into(), "troops".into()));
+    assert_eq!(root.stat(&deploy), (0o700, "root".into(), "root".into()));
     assert_eq!(root.stat(&format!("{deploy}/objects")).1, "root");
 
     // The node's key.

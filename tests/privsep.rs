@@ -296,10 +296,13 @@ fn moving_the_members_branch_changes_nothing_root_runs() {
     assert_eq!(members.stdout.trim(), bad);
 
     let exe = scene.node.troops();
-    let roles = scene.alice(&format!(
-        "sudo -n {exe} --root / deploy && {exe} --root / roles"
-    ));
-    assert_eq!(roles.code, Some(0), "{}", roles.stderr);
+    scene
+        .alice(&format!("sudo -n {exe} --root / deploy"))
+        .success();
+    // Root's repository is root's alone: a member lists roles from a clone.
+    let roles = scene.alice(&format!("{exe} --root / roles"));
+    assert_eq!(roles.code, Some(1), "{}", roles.stderr);
+    assert!(roles.stderr.contains("is root's alone"), "{}", roles.stderr);
     scene.node.troops_inside(&["roles"]).success();
     scene.node.troops_inside(&["hosts", "web"]).success();
     scene.assert_nothing_ran();
@@ -397,7 +400,7 @@ fn running_roots_side_by_hand_deploys_nothing_unsigned() {
     let bad = scene.unsigned("by-hand");
     scene.push("side").success();
     let script = format!(
-        "{{ printf 'update {base} {bad} refs/heads/master\\nbase {base}\\n\\n'; \
+        "{{ printf 'update {base} {bad} refs/heads/master\\n\\n'; \
          printf '{bad}\\n--not\\n{base}\\n' | git --git-dir=/var/lib/troops/repo/main.git pack-objects --revs --stdout; }} \
          | sudo -n {} --root / hook receive",
         scene.node.troops()
@@ -525,7 +528,7 @@ fn root_imports_nothing_from_the_directory_it_was_started_in() {
         .commit(&scene.repo, &[("requirements.txt", "# round 2\n")]);
     scene.push("side").success();
     let script = format!(
-        "cd ~/x && {{ printf 'update {base} {next} refs/heads/master\\nbase {base}\\n\\n'; \
+        "cd ~/x && {{ printf 'update {base} {next} refs/heads/master\\n\\n'; \
          printf '{next}\\n--not\\n{base}\\n' | git --git-dir=/var/lib/troops/repo/main.git pack-objects --revs --stdout; }} \
          | sudo -n {} --root / hook receive",
         scene.node.troops()

@@ -128,10 +128,9 @@ fn root_believes_only_objects_that_arrive_whole() {
         .unwrap();
     let zero = "0".repeat(40);
     let script = format!(
-        "{{ printf 'update {zero} {next} refs/heads/master\\nbase {}\\n\\n'; \
+        "{{ printf 'update {zero} {next} refs/heads/master\\n\\n'; \
          git --git-dir=/var/lib/troops/repo/main.git pack-objects --stdout </dev/null; }} \
          | sudo -n {} --root / hook receive",
-        repo.git(&["rev-parse", "HEAD~1"]),
         node.troops()
     );
     let run = client.ssh(&node, "alice", &[&script]);

@@ -191,7 +191,7 @@ fn a_members_local_remote_is_not_fetched_by_root() {
     let run = node.troops(["pull"]);
     assert!(
         run.stderr
-            .contains("a local path in the members' repository is not fetched by root"),
+            .contains("a local path is fetched only when root added it"),
         "{}",
         run.stderr
     );
