@@ -13,13 +13,11 @@ mod package;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::Run;
-use package::{DebRoot, TOP, package, package_at, run_ok};
+use common::apt::{Nginx, Repository, Signer};
+use package::{DebRoot, TOP, package, package_at};
 
 /// The last commit with the one-repository layout (as in tests/package.rs).
 const BEFORE_PRIVSEP: &str = "d01a44d378d36c6b39ec98d1541395b98abe8d42";
@@ -37,144 +35,6 @@ fn can_run() -> bool {
             "nsenter",
         ],
     )
-}
-
-/// A GnuPG home with one signing key, as an operator would have.
-struct Signer {
-    home: tempfile::TempDir,
-    fingerprint: String,
-}
-
-impl Signer {
-    fn new(name: &str) -> Signer {
-        let home = tempfile::tempdir().unwrap();
-        let gpg = |args: &[&str]| {
-            let out = Command::new("gpg")
-                .env("GNUPGHOME", home.path())
-                .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-                .args(args)
-                .output()
-                .unwrap();
-            Run::from(out).success().stdout
-        };
-        gpg(&[
-            "--quick-gen-key",
-            &format!("{name} <{name}@example.com>"),
-            "ed25519",
-            "sign",
-            "never",
-        ]);
-        let fingerprint = gpg(&["--with-colons", "--list-secret-keys"])
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:::::::::"))
-            .unwrap()
-            .trim_end_matches(':')
-            .to_owned();
-        Signer { home, fingerprint }
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--kill", "all"])
-            .output();
-    }
-}
-
-/// A repository made by debian/publish-apt-repo, with its served files.
-struct Repository {
-    state: tempfile::TempDir,
-    out: tempfile::TempDir,
-}
-
-impl Repository {
-    fn new() -> Repository {
-        let out = tempfile::tempdir().unwrap();
-        Repository {
-            state: tempfile::tempdir().unwrap(),
-            out,
-        }
-    }
-
-    /// Publishes (or adds) `deb` to both suites, signed by `signer`.
-    fn publish(&self, signer: &Signer, deb: &Path) {
-        run_ok(
-            Command::new(Path::new(TOP).join("debian/publish-apt-repo"))
-                .env("GNUPGHOME", signer.home.path())
-                .args(["--key", &signer.fingerprint, "--state"])
-                .arg(self.state.path())
-                .arg("--out")
-                .arg(self.out.path())
-                .arg(deb),
-        );
-    }
-}
-
-/// nginx serving `root` on `address`, one process (no master and workers),
-/// stopped when dropped.
-struct Nginx {
-    child: Child,
-    port: u16,
-    _work: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn serve(root: &Path, address: Ipv4Addr) -> Nginx {
-        let port = TcpListener::bind(SocketAddrV4::new(address, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let work = tempfile::tempdir().unwrap();
-        let conf = work.path().join("nginx.conf");
-        let w = work.path().display();
-        fs::write(
-            &conf,
-            format!(
-                "daemon off;\nmaster_process off;\npid {w}/nginx.pid;\n\
-                 error_log {w}/error.log;\nevents {{}}\n\
-                 http {{\n  access_log off;\n  default_type application/octet-stream;\n\
-                 client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n\
-                 fastcgi_temp_path {w}/fastcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
-                 server {{\n    listen {address}:{port};\n    root {};\n  }}\n}}\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-e")
-            .arg(work.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(SocketAddrV4::new(address, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                fs::read_to_string(work.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            child,
-            port,
-            _work: work,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The apt source line of cloud-init/user-data.yaml, for this repository
@@ -221,15 +81,7 @@ fn install_and_upgrade_from_the_repository(suite: &str, address: Ipv4Addr) {
     .unwrap();
 
     // Another key than the repository's: apt refuses the repository.
-    let export = |signer: &Signer| {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", signer.home.path())
-            .args(["--armor", "--export", &signer.fingerprint])
-            .output()
-            .unwrap();
-        Run::from(out).success().stdout
-    };
-    fs::write(root.path(key_file), export(&stranger)).unwrap();
+    fs::write(root.path(key_file), stranger.public_key()).unwrap();
     let update = root.run(&["apt-get", "-q", "update"]);
     assert!(
         update.code != Some(0) || update.stderr.contains("NO_PUBKEY"),

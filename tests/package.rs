@@ -34,7 +34,7 @@ const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 60);
 /// The last commit with the one-repository layout, whose package the
 /// upgrade test starts from.
 const BEFORE_PRIVSEP: &str = "d01a44d378d36c6b39ec98d1541395b98abe8d42";
-const UPGRADE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 61);
+const UPGRADE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 63);
 
 /// Whether this machine can run these tests; under CI it must.
 fn can_run() -> bool {

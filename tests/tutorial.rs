@@ -25,6 +25,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::apt::{Nginx, Repository, Signer};
 use common::cluster::Client;
 use common::{DeployRepo, Run, clean_command};
 use package::{DebRoot, TOP, package};
@@ -33,6 +34,8 @@ use package::{DebRoot, TOP, package};
 const ADMIN: &str = "alice";
 const ONE: (&str, Ipv4Addr) = ("shellbox-1.example.com", Ipv4Addr::new(127, 0, 0, 61));
 const TWO: (&str, Ipv4Addr) = ("shellbox-2.example.com", Ipv4Addr::new(127, 0, 0, 62));
+/// Where the preseed test serves the signed apt repository.
+const MIRROR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 72);
 /// The git server of the pull model, served by shellbox-2's sshd.
 const REPOS: &str = "repos.example.com";
 const REPO_URL: &str = "git@repos.example.com:deploy.git";
@@ -50,6 +53,9 @@ fn can_run() -> bool {
             "ssh",
             "scp",
             "git",
+            "reprepro",
+            "nginx",
+            "gpg",
         ],
     )
 }
@@ -464,8 +470,9 @@ fn late_command_joins_continuation_lines() {
 }
 
 /// preseed/troops.cfg's late_command, run as the installer runs it: it
-/// installs the package from the medium into /target and writes a seed
-/// that `troops seed` accepts.
+/// installs the package into /target from a signed apt repository (served by
+/// nginx on loopback, its key on the install medium) and writes a seed that
+/// `troops seed` accepts.
 #[test]
 fn preseed_late_command_installs_the_package_and_writes_the_seed() {
     if !can_run() {
@@ -476,8 +483,27 @@ fn preseed_late_command_installs_the_package_and_writes_the_seed() {
     let root = DebRoot::start();
     root.private_archives();
     assert!(!root.exists("/usr/bin/troops"));
-    let command =
+    let operator = Signer::new("archive");
+    let repository = Repository::new();
+    repository.publish(&operator, &package.deb());
+    let nginx = Nginx::serve(repository.out.path(), MIRROR);
+    // The install medium carries the repository's key.
+    let medium = tempfile::tempdir().unwrap();
+    fs::copy(
+        repository.out.path().join("troops-archive-keyring.asc"),
+        medium.path().join("troops-archive-keyring.asc"),
+    )
+    .unwrap();
+    let example =
         late_command(&fs::read_to_string(Path::new(TOP).join("preseed/troops.cfg")).unwrap());
+    assert!(
+        example.contains("https://apt.example.com/troops"),
+        "{example}"
+    );
+    let command = example.replace(
+        "https://apt.example.com/troops",
+        &format!("http://{MIRROR}:{}", nginx.port),
+    );
     let command_file = root.work.path().join("late_command");
     fs::write(&command_file, &command).unwrap();
 
@@ -494,7 +520,7 @@ fn preseed_late_command_installs_the_package_and_writes_the_seed() {
             root.lower.to_string_lossy().into_owned(),
             installer.path().to_string_lossy().into_owned(),
             root.inner().to_string_lossy().into_owned(),
-            package.dir.to_string_lossy().into_owned(),
+            medium.path().to_string_lossy().into_owned(),
             command_file.to_string_lossy().into_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

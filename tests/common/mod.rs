@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod apt;
 pub mod cluster;
 pub mod signer;
 pub mod timing;
