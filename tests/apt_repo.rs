@@ -123,29 +123,13 @@ fn install_and_upgrade_from_the_repository(suite: &str, address: Ipv4Addr) {
     );
     assert_eq!(after.key, before.key, "the upgrade replaced the node's key");
     assert_eq!(after.deployed, deployed);
-    let branch = root
-        .ok(&[
-            "git",
-            "--git-dir=/var/lib/troops/deploy.git",
-            "rev-parse",
-            "refs/heads/master",
-        ])
-        .stdout;
     assert_eq!(
-        branch.trim(),
+        root.master_of("deploy.git"),
         deployed,
         "root's repository did not start at the deployed commit"
     );
-    let members = root
-        .ok(&[
-            "git",
-            "--git-dir=/var/lib/troops/repo/main.git",
-            "rev-parse",
-            "refs/heads/master",
-        ])
-        .stdout;
     assert_eq!(
-        members.trim(),
+        root.master_of("repo/main.git"),
         deployed,
         "the members' repository lost its branch"
     );

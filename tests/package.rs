@@ -141,16 +141,7 @@ struct Kept {
 }
 
 fn kept(root: &DebRoot) -> Kept {
-    let branch = root
-        .ok(&[
-            "git",
-            "--git-dir=/var/lib/troops/deploy.git",
-            "rev-parse",
-            "refs/heads/master",
-        ])
-        .stdout
-        .trim()
-        .to_owned();
+    let branch = root.master_of("deploy.git");
     let history = fs::read_dir(root.path("/var/lib/troops/state/history"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -340,13 +331,7 @@ fn upgrade_from_the_one_repository_layout_keeps_the_node_and_closes_the_attacks(
     root.apt_get(&["install", &new_deb]);
     check_installed(&root);
     // Root's repository starts at root's record of the deployed commit.
-    let branch = root.ok(&[
-        "git",
-        "--git-dir=/var/lib/troops/deploy.git",
-        "rev-parse",
-        "refs/heads/master",
-    ]);
-    assert_eq!(branch.stdout.trim(), deployed);
+    assert_eq!(root.master_of("deploy.git"), deployed);
     let status: serde_json::Value =
         serde_json::from_str(&root.ok(&["troops", "status", "--json"]).stdout).unwrap();
     assert_eq!(status["commit"], deployed.as_str());

@@ -511,6 +511,16 @@ impl DebRoot {
         run
     }
 
+    /// The commit `refs/heads/master` names in the repository `git_dir` of
+    /// the root (root's `deploy.git`, or the members' `repo/main.git`).
+    pub fn master_of(&self, git_dir: &str) -> String {
+        let git_dir = format!("--git-dir=/var/lib/troops/{git_dir}");
+        self.ok(&["git", &git_dir, "rev-parse", "refs/heads/master"])
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
     pub fn group_id(&self, name: &str) -> Option<u32> {
         let run = self.run(&["getent", "group", name]);
         (run.code == Some(0)).then(|| run.stdout.split(':').nth(2).unwrap().parse().unwrap())
