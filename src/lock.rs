@@ -63,6 +63,23 @@ impl DeployLock {
         Ok(DeployLock { _file: locked })
     }
 
+    /// One push is received at a time (`state/receive.lock`), so that
+    /// members running root's side at once cannot each fill a quarantine.
+    /// Not the deploy lock: a slow sender never holds up a pull.
+    pub fn receiving(node: &Node) -> Result<Flock<File>> {
+        let path = node.state().join("receive.lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("cannot lock `{}`", path.display()))
+    }
+
     /// Whether a deploy holds the lock right now (for `status`).
     pub fn is_held(node: &Node) -> bool {
         let Ok(file) = File::open(node.lock_file()) else {

@@ -318,6 +318,9 @@ fn start_fetch(
         cmd.env("GIT_SSH_COMMAND", ssh_command(node));
     }
     git::log_command(&cmd);
+    // Its own process group, so that a timeout ends ssh and the transport
+    // helpers with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().context("cannot run git fetch")?;
     Ok((child, stderr))
 }
@@ -360,6 +363,8 @@ fn take_in_http(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Resu
         transfer::copy(&mut pack, repo).context("what the remote served does not verify")?;
         transfer::require_complete(repo, &commit)?;
         repo.run(["update-ref", "--", &tracking, &commit])?;
+        // The scratch copy grows with every new commit; git packs it when due.
+        scratch.run(["gc", "--auto", "--quiet"])?;
     }
     Ok(())
 }
@@ -378,7 +383,7 @@ fn ssh_command(node: &Node) -> String {
     command
 }
 
-/// Waits for a fetch until `deadline`, then kills it.
+/// Waits for a fetch until `deadline`, then kills its process group.
 fn wait_fetch(
     mut child: Child,
     mut stderr: std::fs::File,
@@ -407,7 +412,8 @@ fn wait_fetch(
             ));
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             return Err("timed out".to_owned());
         }
@@ -493,7 +499,24 @@ fn record_refusal(node: &Node, args: &Args, commit: &str, remote: &str, why: &st
         short(commit)
     )?;
     entry.finish(node, &Err(format!("refused from `{remote}`: {why}")))?;
-    write_atomically(&marker, format!("{remote}\n").as_bytes())
+    write_atomically(&marker, format!("{remote}\n").as_bytes())?;
+    prune_refusals(node)
+}
+
+/// Keeps the markers of the most recent refusals only.
+fn prune_refusals(node: &Node) -> Result<()> {
+    const KEEP: usize = 100;
+    let mut markers: Vec<(std::time::SystemTime, std::path::PathBuf)> =
+        std::fs::read_dir(node.refused_dir())?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+    markers.sort();
+    for (_, path) in markers.iter().rev().skip(KEEP) {
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove `{}`", path.display()))?;
+    }
+    Ok(())
 }
 
 fn wait_mode(args: &Args) -> Wait {

@@ -269,7 +269,9 @@ fn receive(node: &Node) -> Result<()> {
     // Where root's branch was when this push began; it must not move until
     // the push deploys (checked again under the lock).
     let base = root.resolve_commit(&branch_ref)?;
-    // Until the deploy succeeds, the objects stay in a quarantine of their own.
+    // Until the deploy succeeds, the objects stay in a quarantine of their
+    // own; one push is received at a time, so there is one quarantine.
+    let _receiving = DeployLock::receiving(node)?;
     let quarantine = transfer::Quarantine::new(root.path())?;
     let repo = quarantine.view(&root);
     // The rest of stdin is the pack: index-pack reads it from our descriptor.

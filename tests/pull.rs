@@ -156,6 +156,49 @@ fn unreachable_remote_is_a_warning_unless_it_is_the_only_one() {
 }
 
 #[test]
+fn a_fetch_that_times_out_leaves_no_process_behind() {
+    let node = init_node();
+    // An ssh that never answers, with an argument no other process has.
+    let marker = format!("2999.{}", std::process::id());
+    let ssh = node.root().join("slow-ssh");
+    fs::write(&ssh, format!("#!/bin/sh\nsleep {marker}\n")).unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o755)).unwrap();
+    node.add_remote("slow", "ssh://git.invalid/deploy.git");
+    let run = Run::from(
+        node.command(["pull", "--timeout", "1"])
+            .env("GIT_SSH_COMMAND", &ssh)
+            .output()
+            .unwrap(),
+    );
+    let run = run.failure();
+    assert!(run.stderr.contains("cannot fetch `slow`"), "{}", run.stderr);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    // Control: the ssh did start (its process was found while it ran), and
+    // none of it outlives the pull.
+    let running = || {
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+            .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+    };
+    let started = std::time::Instant::now();
+    let mut child = node
+        .command(["pull", "--timeout", "2"])
+        .env("GIT_SSH_COMMAND", &ssh)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    while child.try_wait().unwrap().is_none() {
+        seen |= running();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen, "the slow ssh never ran");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!running(), "the fetch's ssh outlived the pull");
+}
+
+#[test]
 fn failing_deploy_is_retried_and_a_fix_is_deployed() {
     let node = init_node();
     let origin = DeployRepo::with(&marker_deploy(&node, "good"));
