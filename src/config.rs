@@ -5,6 +5,7 @@
 //! file (with `tomllib`) for the node's roles.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -44,7 +45,13 @@ pub struct Config {
     pub allowed_signers: Option<PathBuf>,
     /// GnuPG home whose keyring is trusted [default: /etc/troops/gnupg].
     pub gpg_home: Option<PathBuf>,
+    /// How long a deploy may run before it is stopped (a time span such as
+    /// "30min") [default: 1h, room for a slow apt run].
+    pub deploy_timeout: Option<String>,
 }
+
+/// A deploy's time limit when the configuration sets none.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Config {
     pub fn load(node: &Node) -> Result<Config> {
@@ -72,12 +79,36 @@ impl Config {
             ))
             .into());
         }
+        if let Some(span) = &config.deploy_timeout {
+            check_timeout(span).map_err(|e| {
+                UserError::new(format!(
+                    "invalid `deploy_timeout` in `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+        }
         if let Some(branch) = &config.branch {
             validate_branch(branch).map_err(|e| {
                 UserError::new(format!("invalid `branch` in `{}`: {e}", path.display()))
             })?;
         }
         Ok(config)
+    }
+
+    /// How long a deploy may run (`deploy_timeout`, checked by `load`).
+    pub fn deploy_timeout(&self) -> Duration {
+        self.deploy_timeout
+            .as_deref()
+            .and_then(|span| humantime::parse_duration(span).ok())
+            .unwrap_or(DEFAULT_DEPLOY_TIMEOUT)
+    }
+
+    /// Overrides `deploy_timeout` (a command's `--deploy-timeout`).
+    pub fn set_deploy_timeout(&mut self, span: &str) -> Result<()> {
+        check_timeout(span)
+            .map_err(|e| UserError::new(format!("invalid --deploy-timeout: {e}")))?;
+        self.deploy_timeout = Some(span.to_owned());
+        Ok(())
     }
 
     pub fn branch(&self) -> &str {
@@ -89,6 +120,17 @@ impl Config {
             .map(PathBuf::from)
             .or_else(|| self.python.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON))
+    }
+}
+
+/// A deploy time limit: a time span of at least a second.
+fn check_timeout(span: &str) -> std::result::Result<(), String> {
+    match humantime::parse_duration(span) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(()),
+        Ok(_) => Err(format!("`{span}` is shorter than a second")),
+        Err(e) => Err(format!(
+            "`{span}` is not a time span like 30min or 2h ({e})"
+        )),
     }
 }
 
@@ -125,6 +167,16 @@ mod tests {
             "", "-f", "a..b", "a b", "x.lock", "/x", "x/", "a:b", "a@{1}",
         ] {
             assert!(validate_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deploy_timeouts() {
+        let c: Config = toml::from_str("deploy_timeout = '90s'").unwrap();
+        assert_eq!(c.deploy_timeout(), Duration::from_secs(90));
+        assert_eq!(Config::default().deploy_timeout(), DEFAULT_DEPLOY_TIMEOUT);
+        for bad in ["soon", "0s", "-5min", ""] {
+            assert!(check_timeout(bad).is_err(), "{bad}");
         }
     }
 

@@ -49,6 +49,12 @@ pub struct Args {
     /// variable.
     #[arg(long)]
     pub dry_run: bool,
+    /// Stop the deploy and fail it if it runs longer than SPAN (e.g. 30min)
+    ///
+    /// Everything deploy.py started is stopped with it. Default: the node's
+    /// `deploy_timeout` in /etc/troops/troops.toml, else 1h.
+    #[arg(long, value_name = "SPAN")]
+    pub deploy_timeout: Option<String>,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
@@ -57,11 +63,18 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         // of it is needed here.
         leave_callers_directory()?;
     }
-    let plain = args.repository.is_none() && args.rev.is_none() && !args.no_wait && !args.dry_run;
+    let plain = args.repository.is_none()
+        && args.rev.is_none()
+        && !args.no_wait
+        && !args.dry_run
+        && args.deploy_timeout.is_none();
     if plain && needs_root(node) {
         return redeploy_through_sudo(node);
     }
-    let config = Config::load(node)?;
+    let mut config = Config::load(node)?;
+    if let Some(span) = &args.deploy_timeout {
+        config.set_deploy_timeout(span)?;
+    }
     paths::ensure_state(node)?;
     let repo = source_repo(node, args.repository.as_deref())?;
     let wait = if args.no_wait {

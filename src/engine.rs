@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -120,6 +121,7 @@ pub fn deploy_commit(
     let mut entry = Entry::start(node, request.trigger, request.user)?;
     entry.set_commit(commit)?;
     let mut sink = Sink::new(Some(entry.log.try_clone()?));
+    sink.deadline = Some(Instant::now() + config.deploy_timeout());
     sink.note(&format!(
         "troops: deploying {} ({} by {})",
         short(commit),
@@ -152,6 +154,7 @@ fn dry_run(
     request: &Request,
 ) -> Result<()> {
     let mut sink = Sink::new(None);
+    sink.deadline = Some(Instant::now() + config.deploy_timeout());
     sink.note(&format!(
         "troops: dry run of {}: reporting what would change",
         short(commit)

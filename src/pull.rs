@@ -63,6 +63,12 @@ pub struct Args {
     /// Seconds each remote's fetch may take
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Stop the deploy and fail it if it runs longer than SPAN (e.g. 30min)
+    ///
+    /// Default: the node's `deploy_timeout` in /etc/troops/troops.toml, else
+    /// 1h. The next pull tries the commit again.
+    #[arg(long, value_name = "SPAN")]
+    pub deploy_timeout: Option<String>,
 }
 
 /// What became of one remote.
@@ -168,7 +174,10 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
 
 /// A pull whose deploy is recorded with `trigger` (seeding's first pull).
 pub fn run_as(node: &Node, args: &Args, trigger: Trigger) -> Result<()> {
-    let config = Config::load(node)?;
+    let mut config = Config::load(node)?;
+    if let Some(span) = &args.deploy_timeout {
+        config.set_deploy_timeout(span)?;
+    }
     paths::ensure_state(node)?;
     let repo = source_repo(node, None)?;
     let report = pull(node, &config, &repo, args, trigger)?;

@@ -112,6 +112,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
     require_deploy_py(checkout.path(), &commit)?;
     python::install_module(&cache)?;
     let mut sink = Sink::new(None);
+    sink.deadline = Some(std::time::Instant::now() + config.deploy_timeout());
     let venv = {
         let _lock = DeployLock::acquire(&cache, Wait::Block, "troops roles building a virtualenv")?;
         venv::ensure(&cache, &config.python(), checkout.path(), &mut sink)?

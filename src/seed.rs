@@ -68,6 +68,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         json: false,
         no_wait: false,
         timeout: 60,
+        deploy_timeout: None,
     };
     pull::run_as(node, &pull_args, Trigger::Seed)
 }

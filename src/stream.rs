@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -27,6 +27,9 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where streamed output goes: our stderr, and the deploy log if there is one.
 pub struct Sink {
+    /// When what runs through this sink must have finished (a deploy's
+    /// time limit), if ever.
+    pub deadline: Option<Instant>,
     log: Option<File>,
     terminal: Terminal,
     tail: VecDeque<String>,
@@ -36,6 +39,7 @@ pub struct Sink {
 impl Sink {
     pub fn new(log: Option<File>) -> Sink {
         Sink {
+            deadline: None,
             log,
             terminal: Terminal::start(),
             tail: VecDeque::new(),
@@ -136,11 +140,19 @@ impl Drop for Terminal {
 }
 
 /// Runs `cmd` with stdin closed and its output streamed into `sink`.
+///
+/// The child gets a process group of its own, and the run ends when the
+/// child exits, not when its output closes: a background process it left
+/// holding the output (a daemon it forgot to detach) is stopped with the
+/// rest of the group instead of holding the deploy. Past the sink's
+/// deadline the whole group is stopped and the run fails as timed out.
 pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
+    use std::os::unix::process::CommandExt;
     let (mut reader, writer) = io::pipe().context("cannot create a pipe")?;
     cmd.stdin(Stdio::null())
         .stdout(writer.try_clone()?)
-        .stderr(writer);
+        .stderr(writer)
+        .process_group(0);
     die_with_parent(cmd);
     if std::env::var_os("TROOPS_DEBUG").is_some() {
         eprintln!("troops: running {}", describe(cmd));
@@ -150,16 +162,83 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
         .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
     // Our copies of the write end must be gone, or the read never ends.
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => sink.write(&buf[..n])?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("cannot read the output"),
+    let (chunks, output) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) if chunks.send(buf[..n].to_vec()).is_ok() => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
+            }
         }
+    });
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let status = loop {
+        match output.recv_timeout(POLL) {
+            Ok(chunk) => sink.write(&chunk)?,
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let Some(status) = child.try_wait().context("cannot wait for the child")? {
+            break status;
+        }
+        if sink.deadline.is_some_and(|d| Instant::now() >= d) {
+            stop_group(group);
+            let _ = child.wait();
+            drain(&output, sink)?;
+            return Err(crate::error::UserError::new(
+                "timed out: the deploy ran past its time limit and was stopped",
+            )
+            .hint("make the deployment faster, or raise `deploy_timeout` in /etc/troops/troops.toml (or --deploy-timeout)")
+            .into());
+        }
+    };
+    // What the child left running goes with it; its last output is kept.
+    drain_for(&output, sink, LINGER)?;
+    stop_group(group);
+    drain(&output, sink)?;
+    Ok(status)
+}
+
+/// How often a running child is checked on.
+const POLL: Duration = Duration::from_millis(20);
+/// How long output is still read after the child exited, before whatever
+/// it left running is stopped.
+const LINGER: Duration = Duration::from_millis(200);
+/// How long a stopped group gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// SIGTERM to every process of `group`, then SIGKILL to what is left.
+fn stop_group(group: nix::unistd::Pid) {
+    use nix::sys::signal::{Signal, killpg};
+    if killpg(group, Signal::SIGTERM).is_err() {
+        return;
     }
-    child.wait().context("cannot wait for the child")
+    let started = Instant::now();
+    while started.elapsed() < GRACE {
+        // Signal 0: does any process of the group remain?
+        if killpg(group, None).is_err() {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Output already read, and whatever arrives until the writers are gone.
+fn drain(output: &Receiver<Vec<u8>>, sink: &mut Sink) -> Result<()> {
+    drain_for(output, sink, GRACE)
+}
+
+/// Output arriving within `limit` from now (a process that escaped the
+/// group may keep writing: this never waits longer).
+fn drain_for(output: &Receiver<Vec<u8>>, sink: &mut Sink, limit: Duration) -> Result<()> {
+    let end = Instant::now() + limit;
+    while let Ok(chunk) = output.recv_timeout(end.saturating_duration_since(Instant::now())) {
+        sink.write(&chunk)?;
+    }
+    Ok(())
 }
 
 /// A deploy.py outliving a killed troops would run beside the next deploy,

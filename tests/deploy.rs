@@ -400,3 +400,92 @@ fn sigkill_mid_deploy_then_a_clean_redeploy() {
     let text = fs::read_to_string(&stamps).unwrap();
     assert!(!text.contains("end"), "killed deploy kept running:\n{text}");
 }
+
+/// Whether a process whose command line contains `marker` is running.
+fn running(marker: &str) -> bool {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+}
+
+#[test]
+fn a_background_child_neither_holds_the_deploy_nor_outlives_it() {
+    let node = Node::new();
+    // A daemon deploy.py forgot to detach: it keeps the output open.
+    let marker = format!("15.{}1", std::process::id());
+    let repo = DeployRepo::with(&format!(
+        "import subprocess\nsubprocess.Popen(['sleep', '{marker}'])\nprint('left a child running')\n"
+    ));
+    let started = Instant::now();
+    let run = node.deploy(&repo).success();
+    assert!(
+        run.stderr.contains("left a child running"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deploy waited for its background child: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !running(&marker),
+        "the background child outlived the deploy"
+    );
+    // Nor does it hold the lock.
+    node.troops(
+        ["deploy", "--no-wait", "--repository"]
+            .map(String::from)
+            .into_iter()
+            .chain([repo.path_str()]),
+    )
+    .success();
+}
+
+#[test]
+fn a_deploy_past_its_time_limit_is_stopped_and_recorded() {
+    let node = Node::new();
+    let marker = format!("60.{}2", std::process::id());
+    let repo = DeployRepo::with(&format!(
+        "import subprocess\nprint('working', flush=True)\nsubprocess.run(['sleep', '{marker}'])\n"
+    ));
+    let started = Instant::now();
+    let run = node.troops(
+        ["deploy", "--deploy-timeout", "2s", "--repository"]
+            .map(String::from)
+            .into_iter()
+            .chain([repo.path_str()]),
+    );
+    let run = run.failure();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("working"), "{}", run.stderr);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert!(
+        !running(&marker),
+        "the deploy's process outlived its time limit"
+    );
+    let record = &node.status_json()["history"][0];
+    assert_eq!(record["result"], "failure");
+    assert!(
+        record["reason"].as_str().unwrap().starts_with("timed out"),
+        "{record}"
+    );
+    assert!(node.status_json()["commit"].is_null());
+
+    // The node's own limit, from troops.toml, and a bad one refused.
+    node.write_config("deploy_timeout = \"1s\"\n");
+    node.deploy(&repo).failure();
+    assert!(!running(&marker));
+    node.write_config("deploy_timeout = \"soon\"\n");
+    let run = node.deploy(&repo).failure();
+    assert!(
+        run.stderr.contains("invalid `deploy_timeout`"),
+        "{}",
+        run.stderr
+    );
+}
