@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, generate, init, pull, push, push_hook, roles, seed, status};
+use crate::{deploy, generate, init, pull, push, push_hook, roles, seed, status, stream};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -43,4 +43,6 @@ pub enum Command {
     Hook(push_hook::Args),
     #[command(hide = true)]
     Generate(generate::Args),
+    #[command(hide = true)]
+    Guard(stream::GuardArgs),
 }

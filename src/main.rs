@@ -62,6 +62,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Roles(args) => roles::roles(&node, args),
         Command::Hosts(args) => roles::hosts(&node, args),
         Command::Hook(args) => push_hook::run(&node, args),
+        Command::Guard(args) => stream::guard(args),
         Command::Generate(args) => generate::run(args, <Cli as clap::CommandFactory>::command()),
     }
 }

@@ -175,6 +175,8 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
         }
     });
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Stops the group if troops itself dies (even by SIGKILL) before it does.
+    let _guard = Guard::start(group);
     let status = loop {
         match output.recv_timeout(POLL) {
             Ok(chunk) => sink.write(&chunk)?,
@@ -199,6 +201,58 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
     stop_group(group);
     drain(&output, sink)?;
     Ok(status)
+}
+
+/// `troops guard` watching a child's process group: it holds the read end of
+/// a pipe whose write end only this process has. When that closes (this
+/// process ended, however), the guard stops the group. Dropping the guard
+/// closes it too, once the group has been stopped anyway.
+struct Guard {
+    _pipe: Option<io::PipeWriter>,
+}
+
+impl Guard {
+    fn start(group: nix::unistd::Pid) -> Guard {
+        let spawned = (|| -> Result<io::PipeWriter> {
+            let (reader, writer) = io::pipe()?;
+            Command::new(std::env::current_exe()?)
+                .args(["guard", "--group", &group.as_raw().to_string()])
+                .stdin(reader)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            Ok(writer)
+        })();
+        match spawned {
+            Ok(writer) => Guard {
+                _pipe: Some(writer),
+            },
+            // Without it a killed troops leaves deploy.py's children
+            // running; deploy.py itself still dies with us (PDEATHSIG).
+            Err(e) => {
+                eprintln!("troops: warning: cannot start the process group's guard: {e:#}");
+                Guard { _pipe: None }
+            }
+        }
+    }
+}
+
+/// Internal: stop a deploy's process group once troops is gone
+#[derive(Debug, clap::Args)]
+pub struct GuardArgs {
+    /// The process group to stop
+    #[arg(long)]
+    group: i32,
+}
+
+/// `troops guard`: waits for stdin to close, then stops the group.
+pub fn guard(args: GuardArgs) -> Result<()> {
+    let mut byte = [0u8; 1];
+    while io::stdin().read(&mut byte).is_ok_and(|n| n > 0) {}
+    if args.group > 1 {
+        stop_group(nix::unistd::Pid::from_raw(args.group));
+    }
+    Ok(())
 }
 
 /// How often a running child is checked on.

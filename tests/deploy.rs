@@ -489,3 +489,36 @@ fn a_deploy_past_its_time_limit_is_stopped_and_recorded() {
         run.stderr
     );
 }
+
+#[test]
+fn sigkill_of_troops_stops_what_deploy_py_started() {
+    let node = Node::new();
+    let marker = format!("300.{}3", std::process::id());
+    let repo = DeployRepo::with(&format!(
+        "import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'])\n\
+         print('working', flush=True)\ntime.sleep(300)\n"
+    ));
+    let mut child = node
+        .command(["deploy", "--repository", &repo.path_str()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(child.stderr.take().unwrap(), "working");
+    // Control: deploy.py's child is running.
+    assert!(running(&marker));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&marker) {
+        assert!(
+            Instant::now() < deadline,
+            "a child of deploy.py outlived troops"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        node.status_json()["history"][0]["result"],
+        "failure",
+        "the killed deploy is recorded as interrupted"
+    );
+}
