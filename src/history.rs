@@ -143,8 +143,18 @@ pub fn mark_interrupted(record: &mut Record) {
 
 fn close_interrupted(node: &Node) -> Result<()> {
     for path in record_paths(node)? {
-        let Ok(mut record) = serde_json::from_slice::<Record>(&fs::read(&path)?) else {
-            continue;
+        let read = fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|data| serde_json::from_slice::<Record>(&data).map_err(anyhow::Error::from));
+        let mut record = match read {
+            Ok(record) => record,
+            Err(e) => {
+                eprintln!(
+                    "troops: warning: skipping the unreadable history record `{}`: {e}",
+                    path.display()
+                );
+                continue;
+            }
         };
         if record.result == RUNNING {
             mark_interrupted(&mut record);
@@ -162,8 +172,12 @@ fn record_paths(node: &Node) -> Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", dir.display())),
     };
+    // Only regular files: whatever else is there (a directory named *.json)
+    // is not a record, and never stops a deploy.
     let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();

@@ -522,3 +522,25 @@ fn sigkill_of_troops_stops_what_deploy_py_started() {
         "the killed deploy is recorded as interrupted"
     );
 }
+
+#[test]
+fn a_damaged_history_never_stops_a_deploy() {
+    let node = Node::new();
+    let repo = DeployRepo::with(HELLO);
+    node.deploy(&repo).success();
+    let history = node.lib().join("state/history");
+    // A directory named like a record, an unreadable record, and garbage.
+    fs::create_dir(history.join("0000000000001-1.json")).unwrap();
+    fs::write(history.join("0000000000002-2.json"), "{ not json").unwrap();
+    fs::write(history.join("0000000000003-3.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let run = node.deploy(&repo).success();
+    assert!(
+        run.stderr
+            .contains("skipping the unreadable history record"),
+        "{}",
+        run.stderr
+    );
+    let status = node.status_json();
+    assert_eq!(status["commit"], repo.head().as_str());
+    assert_eq!(status["history"].as_array().unwrap().len(), 2);
+}
