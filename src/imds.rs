@@ -8,20 +8,25 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRIES: u32 = 3;
+/// The whole exchange, however the server trickles its answer: first boot
+/// must go on (the seed unit's own start timeout is longer).
+const OVERALL: Duration = Duration::from_secs(20);
 /// User-data is at most 16 KiB on EC2; leave room, refuse the absurd.
 const MAX_BODY: u64 = 1 << 20;
 
 /// The instance's user-data, or `None` when it has none (404).
 pub fn user_data(base: &str) -> Result<Option<String>> {
     let (host, port, prefix) = parse_url(base)?;
+    let deadline = Instant::now() + OVERALL;
     let token = request(
+        deadline,
         &host,
         port,
         "PUT",
@@ -37,6 +42,7 @@ pub fn user_data(base: &str) -> Result<Option<String>> {
         bail!("the metadata service sent an unusable token");
     }
     let data = request(
+        deadline,
         &host,
         port,
         "GET",
@@ -81,6 +87,7 @@ fn parse_url(url: &str) -> Result<(String, u16, String)> {
 
 /// One request, retried on 503 (IMDS throttling) and on a failed connection.
 fn request(
+    deadline: Instant,
     host: &str,
     port: u16,
     method: &str,
@@ -92,7 +99,10 @@ fn request(
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(200 << attempt));
         }
-        match once(host, port, method, path, headers) {
+        if Instant::now() >= deadline {
+            break;
+        }
+        match once(deadline, host, port, method, path, headers) {
             Ok((503, _)) => last = Some(anyhow::anyhow!("503 Service Unavailable")),
             Ok(answer) => return Ok(answer),
             Err(e) => last = Some(e),
@@ -102,6 +112,7 @@ fn request(
 }
 
 fn once(
+    deadline: Instant,
     host: &str,
     port: u16,
     method: &str,
@@ -114,7 +125,6 @@ fn once(
         .with_context(|| format!("cannot resolve `{host}`"))?;
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n"
@@ -125,7 +135,40 @@ fn once(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
-    stream.take(MAX_BODY + 16 * 1024).read_to_end(&mut raw)?;
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "the metadata service did not answer within {} s",
+                OVERALL.as_secs()
+            );
+        }
+        stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    continue; // said at the top of the loop
+                }
+                bail!(
+                    "the metadata service sent nothing for {} s",
+                    IO_TIMEOUT.as_secs()
+                );
+            }
+            Err(e) => return Err(e).context("cannot read the answer"),
+        }
+        if raw.len() as u64 > MAX_BODY + 16 * 1024 {
+            bail!("the metadata service's answer is larger than {MAX_BODY} bytes");
+        }
+    }
     parse_response(&raw)
 }
 

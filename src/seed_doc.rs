@@ -71,16 +71,91 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// Reads user-data: the seed document, a cloud-config carrying it, or
-/// (`Ok(None)`) a cloud-config that has no seed for Troops.
+/// Reads user-data: the seed document, a cloud-config carrying it, a MIME
+/// multipart whose cloud-config part carries it, or (`Ok(None)`) user-data
+/// that is not for Troops: empty, a script, another cloud-init format, or a
+/// cloud-config or multipart without a seed. First boot must not fail for
+/// user-data meant for someone else.
 pub fn from_user_data(text: &str) -> Result<Option<Seed>, Invalid> {
-    if text.trim_start().starts_with("#cloud-config") {
+    let start = text.trim_start();
+    if start.starts_with("#cloud-config\n")
+        || start.starts_with("#cloud-config\r")
+        || start == "#cloud-config"
+    {
         return match seed_in_cloud_config(text)? {
             Some(seed) => parse(&seed).map(Some),
             None => Ok(None),
         };
     }
+    if is_multipart(start) {
+        for part in multipart_cloud_configs(text) {
+            if let Some(seed) = seed_in_cloud_config(&part)? {
+                return parse(&seed).map(Some);
+            }
+        }
+        return Ok(None);
+    }
+    // Scripts (#!), #include, #cloud-boothook, #part-handler and the like.
+    if start.is_empty() || start.starts_with('#') {
+        return Ok(None);
+    }
     parse(text).map(Some)
+}
+
+fn is_multipart(text: &str) -> bool {
+    let head = text
+        .get(..text.len().min(4096))
+        .unwrap_or(text)
+        .to_ascii_lowercase();
+    (head.starts_with("content-type:") || head.starts_with("mime-version:"))
+        && head.contains("multipart/")
+}
+
+/// The bodies of the `text/cloud-config` parts of a MIME multipart
+/// (cloud-init's format for several user-data parts), decoded.
+fn multipart_cloud_configs(text: &str) -> Vec<String> {
+    let text = text.replace("\r\n", "\n");
+    let Some((head, body)) = text.split_once("\n\n") else {
+        return Vec::new();
+    };
+    let Some(boundary) = header_param(head, "boundary") else {
+        return Vec::new();
+    };
+    let delimiter = format!("--{boundary}");
+    let mut configs = Vec::new();
+    for part in body.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let part = part.strip_prefix('\n').unwrap_or(part);
+        let (headers, content) = part.split_once("\n\n").unwrap_or(("", part));
+        let lower = headers.to_ascii_lowercase();
+        if !lower.contains("content-type: text/cloud-config") {
+            continue;
+        }
+        let content = if lower.contains("content-transfer-encoding: base64") {
+            match decode_base64(content) {
+                Some(text) => text,
+                None => continue,
+            }
+        } else {
+            content.to_owned()
+        };
+        configs.push(content);
+    }
+    configs
+}
+
+/// `boundary="X"` (or unquoted) from MIME headers.
+fn header_param(headers: &str, name: &str) -> Option<String> {
+    let lower = headers.to_ascii_lowercase();
+    let at = lower.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &headers[at..];
+    let value = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => rest.split([';', '\n', ' ']).next()?,
+    };
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 fn yaml(text: &str, key: &str) -> Result<Value, Invalid> {
@@ -351,6 +426,72 @@ pub fn validate_time_span(span: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_data_for_someone_else_is_no_seed() {
+        for other in [
+            "",
+            "  \n",
+            "#!/bin/sh\necho hello\n",
+            "#include\nhttps://example.com/x\n",
+            "#cloud-boothook\n#!/bin/sh\n",
+            "#cloud-config\npackages: [tmux]\n",
+            "#cloud-config-archive\n- type: text/x-shellscript\n",
+        ] {
+            assert_eq!(from_user_data(other), Ok(None), "{other:?}");
+        }
+    }
+
+    /// cloud-init's multipart: a script part, then a cloud-config part
+    /// (base64 here) that writes the seed.
+    fn multipart(cloud_config: &str) -> String {
+        let encoded = base64(cloud_config);
+        format!(
+            "Content-Type: multipart/mixed; boundary=\"===XYZ==\"\nMIME-Version: 1.0\n\n\
+             --===XYZ==\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n\n\
+             --===XYZ==\nContent-Type: text/cloud-config\nContent-Transfer-Encoding: base64\n\n{encoded}\n\
+             --===XYZ==--\n"
+        )
+    }
+
+    fn base64(text: &str) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in text.as_bytes().chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_multipart_carries_the_seed_in_its_cloud_config_part() {
+        let config = "#cloud-config\nwrite_files:\n  - path: /etc/troops/seed.yaml\n    content: |\n      troops:\n        roles: [web]\n";
+        let seed = from_user_data(&multipart(config)).unwrap().unwrap();
+        assert_eq!(seed.roles, ["web"]);
+        assert_eq!(
+            from_user_data(&multipart("#cloud-config\npackages: [tmux]\n")),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_remote_name_git_would_refuse_is_refused_by_the_seed() {
+        let doc = "troops:\n  remotes: [{name: origin.lock, url: 'git@h:d'}]\n";
+        let err = parse(doc).unwrap_err();
+        assert_eq!(err.key, "troops.remotes[0].name");
+    }
 
     const FULL: &str = "troops:\n  remotes:\n    - {name: origin, url: 'git@repos.example.com:deploy'}\n  roles: [web, interactive]\n  branch: main\n  signatures: ssh\n  allowed_signers: ['admin@example.com ssh-ed25519 AAAAC3']\n  pull_interval: 1h 30min\n";
 

@@ -244,3 +244,84 @@ fn malformed_and_hostile_user_data_is_rejected_with_nothing_applied() {
         assert!(!std::path::Path::new("/tmp/pwned").exists());
     }
 }
+
+#[test]
+fn user_data_for_someone_else_means_no_seed_and_boot_goes_on() {
+    let script = "#!/bin/sh\necho configuring something else\n";
+    let cloud_only = "#cloud-config\npackages: [tmux]\n";
+    let multipart_script = "Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n\
+        --B\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n\n--B--\n";
+    for user_data in ["", script, cloud_only, multipart_script] {
+        let node = Node::new();
+        let dir = node.root().join("var/lib/cloud/seed/nocloud");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("user-data"), user_data).unwrap();
+        let run = node.troops(["seed"]).success();
+        assert!(
+            run.stderr.contains("no seed configuration found"),
+            "{user_data:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(!node.lib().join("state/seeded").exists());
+        assert!(!node.root().join("etc/troops/gitconfig").exists());
+    }
+}
+
+#[test]
+fn a_multipart_user_data_seeds_from_its_cloud_config_part() {
+    let node = Node::new();
+    let origin = deployment();
+    let multipart = format!(
+        "Content-Type: multipart/mixed; boundary=\"==B==\"\nMIME-Version: 1.0\n\n\
+         --==B==\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n\n\
+         --==B==\nContent-Type: text/cloud-config\n\n{}\n--==B==--\n",
+        cloud_config(&seed_yaml(&origin))
+    );
+    let dir = node.root().join("var/lib/cloud/seed/nocloud");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("user-data"), multipart).unwrap();
+    let run = node.troops(["seed"]).success();
+    assert_seeded(&node, &origin, &run);
+}
+
+#[test]
+fn a_metadata_service_that_trickles_is_given_up_on() {
+    // One byte every second, for longer than anyone should wait.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stream.try_clone().unwrap()).read_line(&mut line);
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                    .iter()
+                    .cycle()
+                    .take(120)
+                {
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    let node = Node::new();
+    let started = std::time::Instant::now();
+    let run = node.troops(["seed", "--imds-url", &url]);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stderr.contains("did not answer within"),
+        "{}",
+        run.stderr
+    );
+    assert!(!node.lib().join("state/seeded").exists());
+}
