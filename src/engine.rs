@@ -187,7 +187,7 @@ fn attempt(
     let checkout = checkout(node, repo, commit)?;
     require_deploy_py(&checkout, commit)?;
     python::install_module(node)?;
-    let venv = venv::ensure(node, &config.python(), &checkout, sink)?;
+    let venv = venv::ensure(node, &config.python(), &checkout, commit, sink)?;
     let mut cmd = python::command(&venv, &checkout, &env, ["run", "deploy.py"]);
     let status = stream::run_status(&mut cmd, sink)?;
     if !status.success() {

@@ -115,7 +115,13 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
     sink.deadline = Some(std::time::Instant::now() + config.deploy_timeout());
     let venv = {
         let _lock = DeployLock::acquire(&cache, Wait::Block, "troops roles building a virtualenv")?;
-        venv::ensure(&cache, &config.python(), checkout.path(), &mut sink)?
+        venv::ensure(
+            &cache,
+            &config.python(),
+            checkout.path(),
+            &commit,
+            &mut sink,
+        )?
     };
     let report = checkout.path().join(".troops-report.json");
     let env = DeployEnv {

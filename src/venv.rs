@@ -23,9 +23,15 @@ use crate::stream::{self, Sink};
 /// How many published virtualenvs are kept, most recently used first.
 const KEEP: usize = 3;
 
-/// Returns a virtualenv for `requirements`, building it if needed.
+/// Returns a virtualenv for the checkout of `commit`, building it if needed.
 /// Call with the deploy lock held: `prune` removes unpublished builds.
-pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> Result<PathBuf> {
+pub fn ensure(
+    node: &Node,
+    python: &Path,
+    checkout: &Path,
+    commit: &str,
+    sink: &mut Sink,
+) -> Result<PathBuf> {
     let requirements = checkout.join("requirements.txt");
     let content = match fs::read(&requirements) {
         Ok(content) => content,
@@ -34,7 +40,10 @@ pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> R
             return Err(e).with_context(|| format!("cannot read `{}`", requirements.display()));
         }
     };
-    let link = node.venvs().join(key(python, &content)?);
+    // Requirements that point into the commit (a local path, `-e`, `-r`, a
+    // `file:` URL) install what the commit holds: its environment is its own.
+    let owner = points_into_commit(&content).then_some(commit);
+    let link = node.venvs().join(key(python, &content, owner)?);
     if link.join("bin/python").exists() {
         touch(&link);
         return Ok(link);
@@ -45,8 +54,9 @@ pub fn ensure(node: &Node, python: &Path, checkout: &Path, sink: &mut Sink) -> R
     Ok(link)
 }
 
-/// The cache key: a hash of everything that decides the virtualenv's contents.
-fn key(python: &Path, requirements: &[u8]) -> Result<String> {
+/// The cache key: a hash of everything that decides the virtualenv's
+/// contents, the commit included when the requirements point into it.
+fn key(python: &Path, requirements: &[u8], commit: Option<&str>) -> Result<String> {
     let resolved = fs::canonicalize(python).map_err(|e| {
         UserError::new(format!(
             "cannot find the Python interpreter `{}`: {e}",
@@ -61,7 +71,39 @@ fn key(python: &Path, requirements: &[u8]) -> Result<String> {
     hash.update(resolved.as_os_str().as_encoded_bytes());
     hash.update(format!("\0{}\0{}\0", meta.len(), meta.mtime()));
     hash.update(requirements);
+    if let Some(commit) = commit {
+        hash.update(b"\0commit ");
+        hash.update(commit);
+    }
     Ok(hex(&hash.finalize()[..12]))
+}
+
+/// Whether requirements.txt installs anything from the commit itself: a
+/// path, an editable (`-e`), an include (`-r`, `-c`), a `file:` URL, or any
+/// other option but the index ones (which name no file). When in doubt, yes.
+fn points_into_commit(requirements: &[u8]) -> bool {
+    const INDEX_OPTIONS: &[&str] = &[
+        "-i",
+        "--index-url",
+        "--extra-index-url",
+        "--no-index",
+        "--trusted-host",
+        "--pre",
+        "--prefer-binary",
+        "--only-binary",
+        "--no-binary",
+    ];
+    String::from_utf8_lossy(requirements).lines().any(|line| {
+        let line = line.split(" #").next().unwrap_or_default().trim();
+        if line.is_empty() || line.starts_with('#') {
+            return false;
+        }
+        if line.starts_with('-') {
+            let option = line.split([' ', '=']).next().unwrap_or_default();
+            return !INDEX_OPTIONS.contains(&option);
+        }
+        line.starts_with('.') || line.starts_with('/') || line.contains("file:")
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -305,6 +347,28 @@ mod tests {
         ));
         assert!(!names_bundled_library(b"py-debian-admin"));
         assert!(!names_bundled_library(b"# PyDebianAdmin\npydebianadmin2\n"));
+    }
+
+    #[test]
+    fn requirements_that_point_into_the_commit() {
+        for inside in [
+            "-e ./libsrc",
+            "./lib/mylib-1.0-py3-none-any.whl",
+            "-r more.txt",
+            "--constraint=c.txt",
+            "mylib @ file:///srv/mylib",
+            "-f ./wheels\nmylib",
+        ] {
+            assert!(points_into_commit(inside.as_bytes()), "{inside}");
+        }
+        for outside in [
+            "requests==2.31",
+            "PyDebianAdmin\n# ./not-this",
+            "--index-url https://pypi.example.com/simple\nrequests",
+            "lxml ; python_version > '3' # ./comment",
+        ] {
+            assert!(!points_into_commit(outside.as_bytes()), "{outside}");
+        }
     }
 
     #[test]

@@ -544,3 +544,66 @@ fn a_damaged_history_never_stops_a_deploy() {
     assert_eq!(status["commit"], repo.head().as_str());
     assert_eq!(status["history"].as_array().unwrap().len(), 2);
 }
+
+/// A wheel of `mylib` 1.0 whose module says `version`, written by Python's
+/// zipfile at `path` (same file name whatever the version says).
+fn write_wheel(path: &std::path::Path, version: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = format!(
+        "import zipfile\n\
+         files = {{'mylib/__init__.py': 'VERSION = {version}\\n',\n\
+         'mylib-1.0.dist-info/METADATA': 'Metadata-Version: 2.1\\nName: mylib\\nVersion: 1.0\\n',\n\
+         'mylib-1.0.dist-info/WHEEL': 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}}\n\
+         files['mylib-1.0.dist-info/RECORD'] = ''.join(f'{{name}},,\\n' for name in list(files) + ['mylib-1.0.dist-info/RECORD'])\n\
+         with zipfile.ZipFile({path:?}, 'w') as wheel:\n\
+         \x20   for name, text in files.items():\n\
+         \x20       wheel.writestr(name, text)\n",
+        path = path.to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_local_requirement_runs_each_commits_own_code() {
+    let node = Node::new();
+    let repo = DeployRepo::new();
+    let wheel = repo.path().join("lib/mylib-1.0-py3-none-any.whl");
+    let deploy_py = "import mylib\nprint('library version', mylib.VERSION)\n";
+    let mut commits = Vec::new();
+    for version in 1..=3 {
+        write_wheel(&wheel, version);
+        commits.push(repo.commit(&[
+            ("deploy.py", deploy_py),
+            ("requirements.txt", "./lib/mylib-1.0-py3-none-any.whl\n"),
+        ]));
+        let run = node.deploy(&repo).success();
+        assert!(
+            run.stderr.contains(&format!("library version {version}")),
+            "commit {version} ran another commit's library:\n{}",
+            run.stderr
+        );
+    }
+    // An unchanged commit reuses its own environment.
+    let run = node
+        .troops(
+            ["deploy", "--rev", &commits[1], "--repository"]
+                .map(String::from)
+                .into_iter()
+                .chain([repo.path_str()]),
+        )
+        .success();
+    assert!(run.stderr.contains("library version 2"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("building a virtualenv"),
+        "{}",
+        run.stderr
+    );
+}
