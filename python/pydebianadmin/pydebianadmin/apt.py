@@ -3,6 +3,11 @@
 apt-get runs noninteractively and keeps locally changed conffiles. Held
 packages (`apt-mark hold`) are never installed, upgraded or removed here: the
 helper says it left them alone. Packages already installed are never upgraded.
+
+At first boot apt races cloud-init and unattended-upgrades for dpkg's lock:
+the helpers wait for it (at most LOCK_TIMEOUT seconds, saying who holds it),
+and a dpkg run that was interrupted half-way is finished (`dpkg --configure
+-a`) before anything is installed or removed.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ LISTS = Path("/var/lib/apt/lists")
 # date), so we touch the stamp Debian's and Ubuntu's periodic jobs use.
 UPDATE_STAMP = Path("/var/lib/apt/periodic/update-success-stamp")
 
+# How long a helper waits for another apt or dpkg to finish.
+LOCK_TIMEOUT = 600
+DPKG = Path("/var/lib/dpkg")
+LOCK = DPKG / "lock-frontend"
+
 APT_GET = [
     "apt-get",
     "-q",
     "-y",
     "-o", "Dpkg::Options::=--force-confdef",
     "-o", "Dpkg::Options::=--force-confold",
+    # apt waits for the lock itself and names the process holding it.
+    "-o", f"DPkg::Lock::Timeout={LOCK_TIMEOUT}",
 ]
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "APT_LISTCHANGES_FRONTEND": "none"}
 
@@ -117,10 +129,64 @@ def _has_conffiles(name: str) -> bool:
 def _apt_get(verb: str, names: list[str]) -> None:
     if dry_run():
         return
+    _finish_interrupted_dpkg()
+    holder = _lock_holder()
+    if holder is not None:
+        report("apt", f"waiting for {holder} to release dpkg's lock (at most {LOCK_TIMEOUT}s)")
     try:
         command([*APT_GET, verb, "--", *names], env=APT_ENV)
     except CommandError as error:
         raise fail("apt", f"{verb} {' '.join(names)}", error) from error
+
+
+def _finish_interrupted_dpkg() -> None:
+    """Run `dpkg --configure -a` when a dpkg run was interrupted half-way.
+
+    dpkg journals what it has not yet written to its status file in
+    updates/; files there mean it stopped before finishing, and apt refuses
+    to run until `dpkg --configure -a` has.
+    """
+    updates = DPKG / "updates"
+    if not updates.is_dir() or not any(p.name.isdigit() for p in updates.iterdir()):
+        return
+    report("apt", "finishing an interrupted dpkg run (dpkg --configure -a)")
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    said = False
+    while True:
+        result = command(
+            ["dpkg", "--force-confdef", "--force-confold", "--configure", "-a"],
+            env=APT_ENV,
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+        holder = _lock_holder()
+        if holder is None or time.monotonic() > deadline:
+            raise fail("apt", "finish the interrupted dpkg run", result.stderr.strip())
+        if not said:
+            report("apt", f"waiting for {holder} to release dpkg's lock")
+            said = True
+        time.sleep(1)
+
+
+def _lock_holder() -> str | None:
+    """Who holds dpkg's frontend lock, from /proc/locks: `apt-get (pid 12)`."""
+    try:
+        inode = LOCK.stat().st_ino
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in locks.splitlines():
+        fields = line.split()
+        # 1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF
+        if len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = fields[4]
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                name = "a process"
+            return f"{name} (pid {pid})"
+    return None
 
 
 def _report_with_held(done: str, held: list[str], not_doing: str) -> None:

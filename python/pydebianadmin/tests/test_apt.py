@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from pydebianadmin import Error, apt
@@ -41,6 +42,48 @@ class InstallTest(SystemTestCase):
         self.assertFalse(changed)
         self.assertEqual(output, "apt: hello already installed\n")
         self.assertEqual(call(apt.install, "hello", "tmux")[1], "apt: installed tmux\n")
+
+    def test_waits_for_the_dpkg_lock(self) -> None:
+        # Another apt (cloud-init's, unattended-upgrades') holds the lock a while.
+        holder = subprocess.Popen(
+            [
+                "python3",
+                "-c",
+                "import fcntl, time\n"
+                "f = open('/var/lib/dpkg/lock-frontend', 'w')\n"
+                "fcntl.lockf(f, fcntl.LOCK_EX)\n"
+                "print('locked', flush=True)\n"
+                "time.sleep(3)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(holder.wait)
+        assert holder.stdout is not None
+        self.addCleanup(holder.stdout.close)
+        self.assertEqual(holder.stdout.readline(), "locked\n")
+        started = time.monotonic()
+        changed, output = call(apt.install, "hello")
+        waited = time.monotonic() - started
+        self.assertTrue(changed)
+        self.assertTrue(installed("hello"))
+        self.assertGreater(waited, 1.5, "did not wait for the lock")
+        self.assertIn(f"apt: waiting for python3 (pid {holder.pid}) to release dpkg's lock", output)
+
+    def test_finishes_an_interrupted_dpkg_run_first(self) -> None:
+        # dpkg stopped half-way: a package unpacked, not configured, and its
+        # journal not yet merged. apt refuses to run until it is finished.
+        debs = sorted(Path("/var/cache/apt/archives").glob("hello_*.deb"))
+        self.assertTrue(debs, "hello is not in the root's apt cache")
+        subprocess.run(["dpkg", "--unpack", str(debs[0])], check=True, capture_output=True)
+        Path("/var/lib/dpkg/updates/0001").touch()
+        refused = subprocess.run(["apt-get", "-q", "-y", "install", "tmux"], capture_output=True, text=True)
+        self.assertIn("dpkg was interrupted", refused.stderr)
+        changed, output = call(apt.install, "tmux")
+        self.assertTrue(changed)
+        self.assertIn("apt: finishing an interrupted dpkg run", output)
+        self.assertTrue(installed("hello"))
+        self.assertTrue(installed("tmux"))
 
     def test_dry_run(self) -> None:
         with dry_run():
