@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
 use crate::paths::{self, Node, ensure_state, troops_gid};
-use crate::{access, history, transfer};
+use crate::{access, history, instance, transfer};
 
 /// Create the node layout: repositories, SSH key, state and caches
 ///
@@ -174,7 +174,41 @@ fn ensure_key(node: &Node) -> Result<()> {
     })?;
     // The public half lands first, so a present private key implies both.
     rename(&tmp_key.with_extension("pub"), &public)?;
-    rename(&tmp_key, &key)
+    rename(&tmp_key, &key)?;
+    // Which instance made it: an image's key is replaced on a new instance.
+    let made_on = instance::id(node).unwrap_or_default();
+    paths::write_atomically_mode(
+        &key_instance_file(node),
+        format!("{made_on}\n").as_bytes(),
+        0o600,
+    )
+}
+
+/// Where the instance the node's key was made on is recorded.
+fn key_instance_file(node: &Node) -> std::path::PathBuf {
+    node.ssh_key().with_extension("instance")
+}
+
+/// Replaces the node's key when it was made on another instance (an image
+/// of a node carries its key to every machine made from it). Returns the
+/// new public key when it did.
+pub fn renew_key_for_this_instance(node: &Node) -> Result<Option<String>> {
+    let Some(here) = instance::id(node) else {
+        return Ok(None);
+    };
+    let key = node.ssh_key();
+    if !key.exists() {
+        return Ok(None);
+    }
+    let made_on = fs::read_to_string(key_instance_file(node)).unwrap_or_default();
+    if made_on.trim() == here {
+        return Ok(None);
+    }
+    fs::remove_file(&key).with_context(|| format!("cannot remove `{}`", key.display()))?;
+    let _ = fs::remove_file(key.with_extension("pub"));
+    ensure_key(node)?;
+    let public = fs::read_to_string(key.with_extension("pub"))?;
+    Ok(Some(public.trim().to_owned()))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {

@@ -15,6 +15,7 @@ mod git;
 mod history;
 mod imds;
 mod init;
+mod instance;
 mod lock;
 mod paths;
 mod pull;

@@ -4,8 +4,10 @@
 //! Sources are tried in order and the first that carries a seed wins. The
 //! whole document is validated before anything is written, so a bad seed
 //! changes nothing; applying is idempotent (seeding twice changes nothing the
-//! second time). Once applied, `state/seeded` is written so the first-boot
-//! unit does not run again.
+//! second time). Once applied, `state/seeded` records the instance, so the
+//! first-boot unit (which runs at every boot) seeds each instance once: a
+//! seed drive left attached does not seed again, a new instance made from an
+//! image of a seeded node does, and gets a node key of its own.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use crate::git;
 use crate::history::Trigger;
 use crate::paths::{Node, set_mode, write_atomically, write_atomically_mode};
 use crate::seed_doc::{self, Seed};
-use crate::{imds, init, pull, remotes};
+use crate::{imds, init, instance, pull, remotes};
 
 /// Configure this node from its seed (first boot), then pull
 ///
@@ -55,11 +57,26 @@ pub struct Args {
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
+    let instance = instance::id(node);
+    if let Some(public) = init::renew_key_for_this_instance(node)? {
+        eprintln!(
+            "troops: seed: this is a new instance: made it a key of its own; \
+             authorize it where it fetches: {public}"
+        );
+    }
+    // At boot the unit runs every time: a seed applies once per instance
+    // (a seed drive left attached does not seed again). Asked with --file,
+    // it applies.
+    let here = instance.clone().unwrap_or_default();
+    if args.file.is_none() && seeded_instance(node).as_deref() == Some(here.as_str()) {
+        eprintln!("troops: seed: this instance is seeded already; nothing to do");
+        return Ok(());
+    }
     let Some((source, seed)) = find(node, &args)? else {
         eprintln!("troops: seed: no seed configuration found; nothing to do");
         return Ok(());
     };
-    apply(node, &seed, &source)?;
+    apply(node, &seed, &source, instance.as_deref())?;
     eprintln!("troops: seed: applied the seed from {source}");
     if args.no_pull || seed.remotes.is_empty() && !has_remotes(node)? {
         return Ok(());
@@ -153,7 +170,7 @@ fn has_remotes(node: &Node) -> Result<bool> {
 
 /// Writes everything the seed says. Steps that can fail for outside reasons
 /// (gpg) run before anything is changed; each write replaces a whole file.
-fn apply(node: &Node, seed: &Seed, source: &str) -> Result<()> {
+fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Result<()> {
     let keyring = if seed.gpg_keys.is_empty() {
         None
     } else {
@@ -180,7 +197,25 @@ fn apply(node: &Node, seed: &Seed, source: &str) -> Result<()> {
         write_timer_dropin(node, span)?;
     }
     let seeded = node.state().join("seeded");
-    write_atomically(&seeded, format!("{source}\n").as_bytes())
+    let text = format!(
+        "instance {}\nsource {source}\n",
+        instance.unwrap_or_default()
+    );
+    write_atomically(&seeded, text.as_bytes())
+}
+
+/// The instance `state/seeded` says was seeded (empty when unknown), if any.
+fn seeded_instance(node: &Node) -> Option<String> {
+    let text = fs::read_to_string(node.state().join("seeded")).ok()?;
+    let first = text.lines().next().unwrap_or_default();
+    // Before instances were recorded the file held the source alone.
+    Some(
+        first
+            .strip_prefix("instance ")
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+    )
 }
 
 /// Sets `branch`, `roles` and `signatures` in troops.toml, keeping other keys.

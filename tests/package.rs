@@ -615,11 +615,10 @@ fn check_units(root: &DebRoot) {
     for setting in ["OnBootSec=", "OnUnitActiveSec=", "RandomizedDelaySec="] {
         assert!(timer.contains(setting), "{timer}");
     }
+    // The seed unit runs at every boot; `troops seed` decides per instance.
     let seed = root.read("/lib/systemd/system/troops-seed.service");
-    assert!(
-        seed.contains("ConditionPathExists=!/var/lib/troops/state/seeded"),
-        "{seed}"
-    );
+    assert!(seed.contains("ExecStart=/usr/bin/troops seed"), "{seed}");
+    assert!(!seed.contains("ConditionPathExists"), "{seed}");
     // A pull started during an apt run would deploy under dpkg's lock, and
     // stopping one on upgrade would kill a deploy.
     for script in ["preinst", "postinst"] {

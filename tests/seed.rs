@@ -147,10 +147,14 @@ fn seed_from_imdsv2_user_data_then_pull() {
         "{requests:?}"
     );
 
-    // Seeding again changes nothing and deploys nothing new.
+    // At the next boot the same instance is not seeded again.
     let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
     let run = node.troops(["seed", "--imds-url", &imds.url]).success();
-    assert!(run.stderr.contains("pull: nothing new"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("this instance is seeded already"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap(),
         config
@@ -324,4 +328,41 @@ fn a_metadata_service_that_trickles_is_given_up_on() {
         run.stderr
     );
     assert!(!node.lib().join("state/seeded").exists());
+}
+
+#[test]
+fn a_seed_applies_once_per_instance_and_a_new_instance_gets_its_own_key() {
+    let node = Node::new();
+    let origin = deployment();
+    let instance = node.root().join("var/lib/cloud/data/instance-id");
+    fs::create_dir_all(instance.parent().unwrap()).unwrap();
+    fs::write(&instance, "i-0aaa\n").unwrap();
+    let drive = node.root().join("var/lib/cloud/seed/nocloud");
+    fs::create_dir_all(&drive).unwrap();
+    fs::write(drive.join("user-data"), cloud_config(&seed_yaml(&origin))).unwrap();
+    node.troops(["init"]).success();
+    let key = || fs::read_to_string(node.lib().join("ssh/id_ed25519.pub")).unwrap();
+    let first_key = key();
+    let run = node.troops(["seed"]).success();
+    assert_seeded(&node, &origin, &run);
+    assert_eq!(key(), first_key, "the instance's own key was replaced");
+
+    // The seed drive stays attached, with other content: the next boot of
+    // the same instance applies nothing.
+    let other = seed_yaml(&origin).replace("roles: [web]", "roles: [db]");
+    fs::write(drive.join("user-data"), cloud_config(&other)).unwrap();
+    let run = node.troops(["seed"]).success();
+    assert!(run.stderr.contains("seeded already"), "{}", run.stderr);
+    let config = || fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
+    assert!(config().contains("roles = [\"web\"]"), "{}", config());
+
+    // A new instance made from an image of this node: seeded, with a key
+    // of its own (the image's is shared by every machine made from it).
+    fs::write(&instance, "i-0bbb\n").unwrap();
+    let run = node.troops(["seed"]).success();
+    assert!(run.stderr.contains("a key of its own"), "{}", run.stderr);
+    assert!(run.stderr.contains("applied the seed"), "{}", run.stderr);
+    assert!(config().contains("roles = [\"db\"]"), "{}", config());
+    assert_ne!(key(), first_key);
+    assert!(run.stderr.contains(key().trim()), "{}", run.stderr);
 }
