@@ -68,7 +68,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     // (a seed drive left attached does not seed again). Asked with --file,
     // it applies.
     let here = instance.clone().unwrap_or_default();
-    if args.file.is_none() && seeded_instance(node).as_deref() == Some(here.as_str()) {
+    if args.file.is_none() && seeded_instance(node, &here).as_deref() == Some(here.as_str()) {
         eprintln!("troops: seed: this instance is seeded already; nothing to do");
         return Ok(());
     }
@@ -205,17 +205,15 @@ fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Resu
 }
 
 /// The instance `state/seeded` says was seeded (empty when unknown), if any.
-fn seeded_instance(node: &Node) -> Option<String> {
+/// A file from before instances were recorded (0.1 wrote the source alone)
+/// was written on this instance: it is taken as this one's.
+fn seeded_instance(node: &Node, here: &str) -> Option<String> {
     let text = fs::read_to_string(node.state().join("seeded")).ok()?;
     let first = text.lines().next().unwrap_or_default();
-    // Before instances were recorded the file held the source alone.
-    Some(
-        first
-            .strip_prefix("instance ")
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-    )
+    Some(match first.strip_prefix("instance ") {
+        Some(id) => id.trim().to_owned(),
+        None => here.to_owned(),
+    })
 }
 
 /// Sets `branch`, `roles` and `signatures` in troops.toml, keeping other keys.

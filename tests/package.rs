@@ -337,6 +337,19 @@ fn upgrade_from_the_one_repository_layout_keeps_the_node_and_closes_the_attacks(
     assert_eq!(status["commit"], deployed.as_str());
     assert_eq!(history(&root), history_before);
     assert_eq!(root.read("/var/lib/troops/ssh/id_ed25519"), key);
+    // The seed unit now runs at every boot: on this upgraded node (seeded or
+    // not, its key made by 0.1) it keeps the key.
+    fs::write(
+        root.path("/etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    root.ok(&["troops", "seed"]);
+    assert_eq!(
+        root.read("/var/lib/troops/ssh/id_ed25519"),
+        key,
+        "the upgrade replaced the node's key"
+    );
     // The members' remote is still fetched (unreachable here, but named).
     let pull = root.run(&["troops", "pull", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&pull.stdout).unwrap();
