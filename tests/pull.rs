@@ -331,3 +331,35 @@ fn rollout_holds_back_nodes_outside_the_fraction() {
     let run = node.troops(["pull"]).failure();
     assert!(run.stderr.contains("invalid troops.yaml"), "{}", run.stderr);
 }
+
+#[test]
+fn credentials_in_a_remote_url_are_never_shown() {
+    let node = init_node();
+    node.add_remote(
+        "private",
+        "https://deploy:s3cr3t-t0ken@127.0.0.1:9/deploy.git",
+    );
+    let (run, json) = pull_json(&node);
+    let run = run.failure();
+    let status = node.troops(["status", "--json"]).success();
+    for (what, text) in [
+        ("stderr", run.stderr.as_str()),
+        ("--json", &json.to_string()),
+        ("status --json", status.stdout.as_str()),
+    ] {
+        assert!(
+            !text.contains("s3cr3t-t0ken"),
+            "{what} shows the password:\n{text}"
+        );
+    }
+    // Control: the remote is there, named, with the password masked.
+    assert_eq!(
+        outcome(&json, "private")["url"],
+        "https://deploy:***@127.0.0.1:9/deploy.git"
+    );
+    assert!(
+        run.stderr.contains("cannot fetch `private`"),
+        "{}",
+        run.stderr
+    );
+}
