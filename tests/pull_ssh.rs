@@ -83,7 +83,9 @@ fn a_seed_pins_the_git_servers_host_key() {
             host_line.trim()
         );
         std::fs::write(node.dir.path().join("etc/troops/seed.yaml"), text).unwrap();
-        node.troops_inside(&["seed", "--no-pull"]).success();
+        // Asked with --file: a seed applies again on the same instance.
+        node.troops_inside(&["seed", "--no-pull", "--file", "/etc/troops/seed.yaml"])
+            .success();
     };
     // Another server's key pinned for this address: refused, nothing deployed.
     let wrong = impostor.known_host_line().replace(
