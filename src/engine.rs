@@ -21,7 +21,7 @@ use crate::history::{self, Entry, Trigger};
 use crate::paths::Node;
 use crate::python::{self, DeployEnv};
 use crate::stream::{self, Sink};
-use crate::{signatures, venv};
+use crate::{failpoint, signatures, venv};
 
 /// What a deploy is for: who asked, how, and whether it may change anything.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +129,7 @@ pub fn deploy_commit(
         request.user
     ))?;
     let outcome = attempt(node, config, repo, commit, request, &mut sink);
+    failpoint::hit("history");
     let reason = outcome.as_ref().map(drop).map_err(one_line);
     let elapsed = entry.finish(node, &reason)?;
     match outcome {
@@ -217,6 +218,7 @@ fn checkout(node: &Node, repo: &Repo, commit: &str) -> Result<PathBuf> {
         .tempdir_in(node.work())
         .with_context(|| format!("cannot create a directory in `{}`", node.work().display()))?;
     repo.export(commit, tmp.path())?;
+    failpoint::hit("export");
     if dest.exists() {
         fs::remove_dir_all(&dest).with_context(|| format!("cannot remove `{}`", dest.display()))?;
     }

@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod deploy;
 mod engine;
+mod failpoint;
 mod generate;
 mod git;
 mod history;

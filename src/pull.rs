@@ -30,7 +30,7 @@ use crate::history::{Entry, Trigger};
 use crate::lock::{DeployLock, Wait};
 use crate::paths::{self, Node, write_atomically};
 use crate::remotes::{self, Remote};
-use crate::{rollout, signatures, transfer};
+use crate::{failpoint, rollout, signatures, transfer};
 
 /// Fetch every remote and deploy what fast-forwards the deploy branch
 ///
@@ -200,6 +200,7 @@ fn pull(
     let branch = config.branch();
     let branch_ref = format!("refs/heads/{branch}");
     let mut remotes = fetch_all(node, repo, branch, Duration::from_secs(args.timeout))?;
+    failpoint::hit("fetch");
     let local = repo.resolve_commit(&branch_ref)?;
     classify(repo, local.as_deref(), &mut remotes)?;
     verify(node, config, repo, args, &mut remotes)?;
@@ -632,6 +633,7 @@ fn deploy_chosen(
         fetched.decision = Decision::DeployFailed(one_line(&e));
         return Ok(());
     }
+    failpoint::hit("ref");
     let old = local.unwrap_or_else(|| "0".repeat(commit.len()));
     repo.run([
         "update-ref",

@@ -153,6 +153,7 @@ fn build(
         ))
     })?;
     link_troops_module(node, dir.path())?;
+    crate::failpoint::hit("venv");
     if has_requirements(reqs) {
         install_requirements(uv.as_deref(), dir.path(), checkout, reqs, sink)?;
     }

@@ -1,0 +1,224 @@
+//! Fault injection: `troops pull` killed with SIGKILL at each phase of a
+//! deploy (fetch, export, virtualenv build, deploy.py running, history
+//! write, ref update), stopped there by a failpoint of the debug build
+//! (`TROOPS_FAILPOINT`) so that each test knows the phase was reached. After
+//! each kill the lock is free, nothing the deploy started runs on, the node
+//! runs what `troops status` and its branch say, and the next pull deploys.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{DeployRepo, Node};
+
+/// deploy.py leaves a background process with `marker` in its command line.
+fn deployment(marker: &str, version: u32) -> String {
+    format!(
+        "import subprocess, time\n\
+         subprocess.Popen(['sleep', '{marker}'])\n\
+         print('deploying version {version}', flush=True)\n\
+         time.sleep({pause})\n",
+        pause = if version == 0 { 0 } else { 2 }
+    )
+}
+
+fn running(marker: &str) -> bool {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+}
+
+/// Runs `troops pull` until it says `needle`, then kills it with SIGKILL.
+fn pull_killed_at(node: &Node, failpoint: Option<&str>, needle: &str) {
+    let mut cmd = node.command(["pull"]);
+    if let Some(name) = failpoint {
+        cmd.env("TROOPS_FAILPOINT", name);
+    }
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "never reached `{needle}`: {seen:?}"
+        );
+        let Some(Ok(line)) = lines.next() else {
+            panic!("troops ended before `{needle}`: {seen:?}");
+        };
+        if line.contains(needle) {
+            break;
+        }
+        seen.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+/// What the node runs, by `troops status` and by root's branch.
+fn state(node: &Node) -> (Option<String>, Option<String>) {
+    let status = node.status_json()["commit"].as_str().map(str::to_owned);
+    (status, node.branch())
+}
+
+/// The scenario of one phase: A deployed, B on the remote, a pull of B
+/// killed at `failpoint` (or, for deploy.py, at its output).
+struct Killed {
+    node: Node,
+    first: String,
+    second: String,
+    _origin: DeployRepo,
+}
+
+fn killed_at(failpoint: Option<&str>, needle: &str, requirements: &str) -> Killed {
+    let node = Node::new();
+    node.troops(["init"]).success();
+    let marker = format!("600.{}{}", std::process::id(), needle.len());
+    let origin = DeployRepo::new();
+    let first = origin.commit(&[
+        ("deploy.py", &deployment(&marker, 0)),
+        ("requirements.txt", ""),
+    ]);
+    node.add_remote("origin", &origin.path_str());
+    node.troops(["pull"]).success();
+    assert_eq!(state(&node), (Some(first.clone()), Some(first.clone())));
+    let second = origin.commit(&[
+        ("deploy.py", &deployment(&marker, 2)),
+        ("requirements.txt", requirements),
+    ]);
+    pull_killed_at(&node, failpoint, needle);
+
+    // Whatever deploy.py started is stopped within seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(&marker) {
+        assert!(Instant::now() < deadline, "a process of the deploy ran on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Killed {
+        node,
+        first,
+        second,
+        _origin: origin,
+    }
+}
+
+/// The next pull (which may not wait: the lock is free) deploys the new
+/// commit, and both views agree on it.
+fn next_pull_completes(node: &Node, second: &str) {
+    node.troops(["pull", "--no-wait"]).success();
+    assert_eq!(
+        state(node),
+        (Some(second.to_owned()), Some(second.to_owned()))
+    );
+}
+
+#[test]
+fn killed_while_fetching() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(Some("fetch"), "failpoint fetch", "");
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    next_pull_completes(&node, &second);
+}
+
+#[test]
+fn killed_while_exporting_the_commit() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(Some("export"), "failpoint export", "");
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    let record = &node.status_json()["history"][0];
+    assert_eq!(record["commit"], second.as_str());
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{record}"
+    );
+    next_pull_completes(&node, &second);
+}
+
+#[test]
+fn killed_while_building_the_virtualenv() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(Some("venv"), "failpoint venv", "# new requirements\n");
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    next_pull_completes(&node, &second);
+    // The half-built one was never used, and the next deploy removed it.
+    let leftovers: Vec<_> = fs::read_dir(node.lib().join("cache/venvs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".build-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "half-built virtualenvs: {leftovers:?}"
+    );
+}
+
+#[test]
+fn killed_while_deploy_py_runs() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(None, "deploying version 2", "");
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    next_pull_completes(&node, &second);
+}
+
+#[test]
+fn killed_before_the_history_record_is_closed() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(Some("history"), "failpoint history", "");
+    // deploy.py finished, but the deploy did not: reported as interrupted,
+    // and the node still names the last commit whose deploy completed.
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    let record = &node.status_json()["history"][0];
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{record}"
+    );
+    next_pull_completes(&node, &second);
+}
+
+#[test]
+fn killed_before_the_branch_moves() {
+    let Killed {
+        node,
+        first,
+        second,
+        _origin,
+    } = killed_at(Some("ref"), "failpoint ref", "");
+    // The deploy succeeded and is recorded (the node runs the new commit);
+    // the branch had not moved yet. The next pull completes it: never lost.
+    let record = &node.status_json()["history"][0];
+    assert_eq!(record["commit"], second.as_str());
+    assert_eq!(record["result"], "success");
+    assert_eq!(state(&node), (Some(second.clone()), Some(first)));
+    next_pull_completes(&node, &second);
+}
