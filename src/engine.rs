@@ -128,7 +128,8 @@ pub fn deploy_commit(
         request.trigger.as_str(),
         request.user
     ))?;
-    let outcome = attempt(node, config, repo, commit, request, &mut sink);
+    let outcome = attempt(node, config, repo, commit, request, &mut sink)
+        .map_err(|e| explain_full_disk(node, e));
     failpoint::hit("history");
     let reason = outcome.as_ref().map(drop).map_err(one_line);
     let elapsed = entry.finish(node, &reason)?;
@@ -198,6 +199,43 @@ fn attempt(
     prune_work(node, &checkout)
 }
 
+/// A deploy that ran out of space says which filesystem is full: the first
+/// of the node's directories with no space left. Called where the error
+/// happens, before half-written files are cleaned up (which frees the space
+/// again), and once more for the whole attempt.
+fn explain_full_disk(node: &Node, err: anyhow::Error) -> anyhow::Error {
+    const SAID: &str = "no space left on the filesystem holding";
+    if err.chain().any(|cause| cause.to_string().starts_with(SAID)) {
+        return err;
+    }
+    let full = [node.work(), node.venvs(), node.state(), node.lib()]
+        .into_iter()
+        .find(|dir| {
+            nix::sys::statvfs::statvfs(dir.as_path())
+                .is_ok_and(|fs| fs.blocks_available() * fs.fragment_size() < 64 * 1024)
+        })
+        // Full a moment ago (the error says so), freed by the cleanup since.
+        .or_else(|| {
+            let says = |cause: &(dyn std::error::Error + 'static)| {
+                cause.to_string().contains("No space left on device")
+                    || cause
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.raw_os_error() == Some(nix::libc::ENOSPC))
+            };
+            err.chain().any(says).then(|| node.lib())
+        });
+    match full {
+        Some(dir) => err.context(
+            UserError::new(format!("{SAID} `{}`", dir.display()))
+            .hint(format!(
+                "free space there (`df -h {}`), then deploy again; the node keeps running its last commit",
+                dir.display()
+            )),
+        ),
+        None => err,
+    }
+}
+
 pub fn require_deploy_py(checkout: &Path, commit: &str) -> Result<()> {
     if checkout.join("deploy.py").is_file() {
         return Ok(());
@@ -217,7 +255,8 @@ fn checkout(node: &Node, repo: &Repo, commit: &str) -> Result<PathBuf> {
         .prefix(".new-")
         .tempdir_in(node.work())
         .with_context(|| format!("cannot create a directory in `{}`", node.work().display()))?;
-    repo.export(commit, tmp.path())?;
+    repo.export(commit, tmp.path())
+        .map_err(|e| explain_full_disk(node, e))?;
     failpoint::hit("export");
     if dest.exists() {
         fs::remove_dir_all(&dest).with_context(|| format!("cannot remove `{}`", dest.display()))?;

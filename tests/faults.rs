@@ -222,3 +222,61 @@ fn killed_before_the_branch_moves() {
     assert_eq!(state(&node), (Some(second.clone()), Some(first)));
     next_pull_completes(&node, &second);
 }
+
+/// A small tmpfs mounted over `dir`, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_deploy_and_keeps_the_last_good_one() {
+    let node = Node::new();
+    node.troops(["init"]).success();
+    let origin = DeployRepo::with("print('small')\n");
+    let first = origin.head();
+    node.add_remote("origin", &origin.path_str());
+    node.troops(["pull"]).success();
+    let work = node.lib().join("work");
+    let disk = SmallDisk::mount(&work, "256k");
+    // A commit larger than what is left where commits are exported.
+    let second = origin.commit(&[("data.bin", &"x".repeat(1024 * 1024))]);
+    let run = node.troops(["pull"]).failure();
+    let message = format!(
+        "no space left on the filesystem holding `{}`",
+        work.display()
+    );
+    assert!(run.stderr.contains(&message), "{}", run.stderr);
+    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    let record = &node.status_json()["history"][0];
+    assert_eq!(record["commit"], second.as_str());
+    assert!(
+        record["reason"].as_str().unwrap().contains("no space left"),
+        "{record}"
+    );
+    // With room again, the next pull deploys it.
+    drop(disk);
+    next_pull_completes(&node, &second);
+}
