@@ -280,3 +280,26 @@ fn a_full_disk_fails_the_deploy_and_keeps_the_last_good_one() {
     drop(disk);
     next_pull_completes(&node, &second);
 }
+
+#[test]
+fn a_hanging_commit_does_not_block_its_fix() {
+    let node = Node::new();
+    node.write_config("deploy_timeout = \"2s\"\n");
+    node.troops(["init"]).success();
+    let origin = DeployRepo::with("print('fine')\n");
+    node.add_remote("origin", &origin.path_str());
+    node.troops(["pull"]).success();
+    let good = origin.head();
+    origin.commit(&[(
+        "deploy.py",
+        "import time\nprint('hanging', flush=True)\ntime.sleep(600)\n",
+    )]);
+    let run = node.troops(["pull"]).failure();
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert_eq!(state(&node), (Some(good.clone()), Some(good)));
+    // The fix arrives: the next pull fetches it and deploys it.
+    let fix = origin.commit(&[("deploy.py", "print('fixed')\n")]);
+    let run = node.troops(["pull"]).success();
+    assert!(run.stderr.contains("fixed"), "{}", run.stderr);
+    assert_eq!(state(&node), (Some(fix.clone()), Some(fix)));
+}
