@@ -285,7 +285,11 @@ pub fn write_atomically_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> 
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+    // The new name is durable only once the directory is: after a power
+    // loss the file is the old one or the new one, never missing.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync `{}`", dir.display()))
 }
 
 /// `write_atomically_mode` with 0640: root writes, the group reads.

@@ -72,6 +72,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         eprintln!("troops: seed: this instance is seeded already; nothing to do");
         return Ok(());
     }
+    protect_seed_copy(node)?;
     let Some((source, seed)) = find(node, &args)? else {
         eprintln!("troops: seed: no seed configuration found; nothing to do");
         return Ok(());
@@ -202,6 +203,19 @@ fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Resu
         instance.unwrap_or_default()
     );
     write_atomically(&seeded, text.as_bytes())
+}
+
+/// The seed kept in /etc/troops/seed.yaml may name remotes with
+/// credentials: it is root's alone, whoever wrote it (cloud-init's
+/// `write_files` defaults to 0644).
+fn protect_seed_copy(node: &Node) -> Result<()> {
+    let path = node
+        .etc()
+        .join(seed_doc::SEED_PATH.trim_start_matches("/etc/troops/"));
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => set_mode(&path, 0o600),
+        _ => Ok(()),
+    }
 }
 
 /// The instance `state/seeded` says was seeded (empty when unknown), if any.

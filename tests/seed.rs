@@ -7,6 +7,7 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -182,6 +183,13 @@ fn seed_from_a_preseed_written_file() {
     fs::write(etc.join("seed.yaml"), seed_yaml(&origin)).unwrap();
     let run = node.troops(["seed"]).success();
     assert_seeded(&node, &origin, &run);
+    // It may carry credentials: root's alone, whoever wrote it.
+    let mode = fs::metadata(etc.join("seed.yaml"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
 }
 
 #[test]
