@@ -200,15 +200,17 @@ pub fn renew_key_for_this_instance(node: &Node) -> Result<Option<String>> {
     if !key.exists() {
         return Ok(None);
     }
-    let Ok(made_on) = fs::read_to_string(key_instance_file(node)) else {
-        // Made before keys recorded their instance (0.1): it is this one's.
+    let made_on = fs::read_to_string(key_instance_file(node)).unwrap_or_default();
+    if made_on.trim().is_empty() {
+        // Made before keys recorded their instance (0.1), or where none was
+        // known: it is this one's.
         paths::write_atomically_mode(
             &key_instance_file(node),
             format!("{here}\n").as_bytes(),
             0o600,
         )?;
         return Ok(None);
-    };
+    }
     if made_on.trim() == here {
         return Ok(None);
     }
