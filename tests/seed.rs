@@ -222,6 +222,12 @@ fn malformed_and_hostile_user_data_is_rejected_with_nothing_applied() {
             "troops.pull_interval",
         ),
         ("troops:\n  roles: [web]\n  sudo: everyone\n", "troops.sudo"),
+        // Names git would refuse as a ref are refused before anything is
+        // written (troops.toml included).
+        (
+            "troops:\n  roles: [web]\n  remotes:\n    - {name: origin.lock, url: 'git@h:d'}\n",
+            "troops.remotes[0].name",
+        ),
         ("troops:\n  roles: web\n", "troops.roles"),
         ("troops: [\n", "troops"),
         (
