@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{DeployRepo, Node};
+use common::{DeployRepo, Node, running};
 
 const HELLO: &str = "print('hello from deploy.py')\n";
 
@@ -399,14 +399,6 @@ fn sigkill_mid_deploy_then_a_clean_redeploy() {
     std::thread::sleep(Duration::from_millis(300));
     let text = fs::read_to_string(&stamps).unwrap();
     assert!(!text.contains("end"), "killed deploy kept running:\n{text}");
-}
-
-/// Whether a process whose command line contains `marker` is running.
-fn running(marker: &str) -> bool {
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
-        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
 }
 
 #[test]

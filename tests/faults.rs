@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{DeployRepo, Node};
+use common::{DeployRepo, Node, running};
 
 /// deploy.py leaves a background process with `marker` in its command line.
 fn deployment(marker: &str, version: u32) -> String {
@@ -23,13 +23,6 @@ fn deployment(marker: &str, version: u32) -> String {
          time.sleep({pause})\n",
         pause = if version == 0 { 0 } else { 2 }
     )
-}
-
-fn running(marker: &str) -> bool {
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
-        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
 }
 
 /// Runs `troops pull` until it says `needle`, then kills it with SIGKILL.
@@ -117,49 +110,45 @@ fn next_pull_completes(node: &Node, second: &str) {
     );
 }
 
-#[test]
-fn killed_while_fetching() {
+/// A kill before the deploy completed: the node keeps the last good commit
+/// by both views, the pull's record (if it started one) says interrupted,
+/// and the next pull deploys the new commit.
+fn before_completion(
+    failpoint: Option<&str>,
+    needle: &str,
+    requirements: &str,
+    recorded: bool,
+) -> Node {
     let Killed {
         node,
         first,
         second,
         _origin,
-    } = killed_at(Some("fetch"), "failpoint fetch", "");
+    } = killed_at(failpoint, needle, requirements);
     assert_eq!(state(&node), (Some(first.clone()), Some(first)));
+    if recorded {
+        let record = &node.status_json()["history"][0];
+        assert_eq!(record["commit"], second.as_str());
+        let reason = record["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("interrupted"), "{record}");
+    }
     next_pull_completes(&node, &second);
+    node
+}
+
+#[test]
+fn killed_while_fetching() {
+    before_completion(Some("fetch"), "failpoint fetch", "", false);
 }
 
 #[test]
 fn killed_while_exporting_the_commit() {
-    let Killed {
-        node,
-        first,
-        second,
-        _origin,
-    } = killed_at(Some("export"), "failpoint export", "");
-    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
-    let record = &node.status_json()["history"][0];
-    assert_eq!(record["commit"], second.as_str());
-    assert!(
-        record["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("interrupted"),
-        "{record}"
-    );
-    next_pull_completes(&node, &second);
+    before_completion(Some("export"), "failpoint export", "", true);
 }
 
 #[test]
 fn killed_while_building_the_virtualenv() {
-    let Killed {
-        node,
-        first,
-        second,
-        _origin,
-    } = killed_at(Some("venv"), "failpoint venv", "# new requirements\n");
-    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
-    next_pull_completes(&node, &second);
+    let node = before_completion(Some("venv"), "failpoint venv", "# new requirements\n", true);
     // The half-built one was never used, and the next deploy removed it.
     let leftovers: Vec<_> = fs::read_dir(node.lib().join("cache/venvs"))
         .unwrap()
@@ -174,36 +163,14 @@ fn killed_while_building_the_virtualenv() {
 
 #[test]
 fn killed_while_deploy_py_runs() {
-    let Killed {
-        node,
-        first,
-        second,
-        _origin,
-    } = killed_at(None, "deploying version 2", "");
-    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
-    next_pull_completes(&node, &second);
+    before_completion(None, "deploying version 2", "", true);
 }
 
 #[test]
 fn killed_before_the_history_record_is_closed() {
-    let Killed {
-        node,
-        first,
-        second,
-        _origin,
-    } = killed_at(Some("history"), "failpoint history", "");
     // deploy.py finished, but the deploy did not: reported as interrupted,
     // and the node still names the last commit whose deploy completed.
-    assert_eq!(state(&node), (Some(first.clone()), Some(first)));
-    let record = &node.status_json()["history"][0];
-    assert!(
-        record["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("interrupted"),
-        "{record}"
-    );
-    next_pull_completes(&node, &second);
+    before_completion(Some("history"), "failpoint history", "", true);
 }
 
 #[test]

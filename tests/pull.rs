@@ -175,12 +175,7 @@ fn a_fetch_that_times_out_leaves_no_process_behind() {
     assert!(run.stderr.contains("timed out"), "{}", run.stderr);
     // Control: the ssh did start (its process was found while it ran), and
     // none of it outlives the pull.
-    let running = || {
-        fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
-            .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
-    };
+    let running = || common::running(&marker);
     let started = std::time::Instant::now();
     let mut child = node
         .command(["pull", "--timeout", "2"])

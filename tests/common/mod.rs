@@ -69,6 +69,14 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Comma
     cmd
 }
 
+/// Whether a process whose command line contains `marker` is running.
+pub fn running(marker: &str) -> bool {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+}
+
 /// A node relocated under a temporary root.
 pub struct Node {
     pub dir: TempDir,
