@@ -40,6 +40,13 @@ use crate::{imds, init, instance, pull, remotes};
 /// value is checked before anything is applied. Remotes go to root's
 /// /etc/troops/gitconfig (0600), since their URLs may carry credentials.
 ///
+/// A seed applies once per instance (cloud-init's instance id, else the
+/// firmware's product UUID, else /etc/machine-id): run again on the same
+/// instance it does nothing, unless --file is given. On a new instance (made
+/// from an image of a node) the node's key is replaced and printed first.
+/// User-data that is not for Troops (a script, another cloud-init format)
+/// means no seed: exit 0.
+///
 /// Example: `troops seed --file seed.yaml`
 #[derive(Debug, clap::Args)]
 pub struct Args {
