@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -120,8 +119,7 @@ pub fn deploy_commit(
     }
     let mut entry = Entry::start(node, request.trigger, request.user)?;
     entry.set_commit(commit)?;
-    let mut sink = Sink::new(Some(entry.log.try_clone()?));
-    sink.deadline = Some(Instant::now() + config.deploy_timeout());
+    let mut sink = Sink::within(Some(entry.log.try_clone()?), config.deploy_timeout());
     sink.note(&format!(
         "troops: deploying {} ({} by {})",
         short(commit),
@@ -155,8 +153,7 @@ fn dry_run(
     commit: &str,
     request: &Request,
 ) -> Result<()> {
-    let mut sink = Sink::new(None);
-    sink.deadline = Some(Instant::now() + config.deploy_timeout());
+    let mut sink = Sink::within(None, config.deploy_timeout());
     sink.note(&format!(
         "troops: dry run of {}: reporting what would change",
         short(commit)

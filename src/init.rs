@@ -176,17 +176,20 @@ fn ensure_key(node: &Node) -> Result<()> {
     rename(&tmp_key.with_extension("pub"), &public)?;
     rename(&tmp_key, &key)?;
     // Which instance made it: an image's key is replaced on a new instance.
-    let made_on = instance::id(node).unwrap_or_default();
-    paths::write_atomically_mode(
-        &key_instance_file(node),
-        format!("{made_on}\n").as_bytes(),
-        0o600,
-    )
+    record_key_instance(node, &instance::id(node).unwrap_or_default())
 }
 
 /// Where the instance the node's key was made on is recorded.
 fn key_instance_file(node: &Node) -> std::path::PathBuf {
     node.ssh_key().with_extension("instance")
+}
+
+fn record_key_instance(node: &Node, id: &str) -> Result<()> {
+    paths::write_atomically_mode(
+        &key_instance_file(node),
+        format!("{id}\n").as_bytes(),
+        0o600,
+    )
 }
 
 /// Replaces the node's key when it was made on another instance (an image
@@ -204,11 +207,7 @@ pub fn renew_key_for_this_instance(node: &Node) -> Result<Option<String>> {
     if made_on.trim().is_empty() {
         // Made before keys recorded their instance (0.1), or where none was
         // known: it is this one's.
-        paths::write_atomically_mode(
-            &key_instance_file(node),
-            format!("{here}\n").as_bytes(),
-            0o600,
-        )?;
+        record_key_instance(node, &here)?;
         return Ok(None);
     }
     if made_on.trim() == here {

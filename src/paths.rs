@@ -116,6 +116,12 @@ impl Node {
         self.etc().join("gitconfig")
     }
 
+    /// The seed a preseed `late_command` or cloud-init's `write_files`
+    /// leaves for `troops seed`.
+    pub fn seed_file(&self) -> PathBuf {
+        self.etc().join("seed.yaml")
+    }
+
     /// Git servers' host keys the seed pinned, for root's SSH fetches.
     pub fn known_hosts(&self) -> PathBuf {
         self.etc().join("known_hosts")
@@ -170,25 +176,21 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("cannot set the mode of `{}`", path.display()))
 }
 
+/// A directory, not a link to one.
+const DIR_NOFOLLOW: OFlag = OFlag::O_DIRECTORY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_RDONLY);
+
 /// Opens a directory, refusing a symlink in its last component.
 pub fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(
-        dir,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-        Mode::empty(),
-    )
-    .with_context(|| format!("cannot open `{}` (a directory, not a link)", dir.display()))
+    nix::fcntl::open(dir, DIR_NOFOLLOW, Mode::empty())
+        .with_context(|| format!("cannot open `{}` (a directory, not a link)", dir.display()))
 }
 
 /// Opens `name` below the open directory `dir` as a directory, not a link.
 pub fn open_subdir(dir: &impl AsFd, name: &str, shown: &Path) -> Result<OwnedFd> {
-    openat(
-        dir,
-        name,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-        Mode::empty(),
-    )
-    .with_context(|| {
+    openat(dir, name, DIR_NOFOLLOW, Mode::empty()).with_context(|| {
         format!(
             "cannot open `{}` (a directory, not a link)",
             shown.join(name).display()
@@ -304,7 +306,8 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = match fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags())
+        // No link, and a FIFO cannot block the open.
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
     {
         Ok(file) => file,
@@ -327,11 +330,6 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
         anyhow::bail!("`{}` is larger than {limit} bytes", path.display());
     }
     Ok(Some(data))
-}
-
-/// O_NOFOLLOW | O_NONBLOCK: no link, and a FIFO cannot block the open.
-fn libc_flags() -> i32 {
-    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
 }
 
 #[cfg(test)]

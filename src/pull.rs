@@ -270,7 +270,7 @@ fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Resul
                 .flatten()
                 .map(|e| format!("{e:#}"))
         });
-        let tracking = format!("refs/remotes/{}/{branch}", remote.name);
+        let tracking = tracking_ref(&remote, branch);
         let decision = match failure {
             Some(why) => {
                 eprintln!(
@@ -291,6 +291,11 @@ fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Resul
     Ok(fetched)
 }
 
+/// Where root's repository keeps what `remote`'s deploy branch names.
+fn tracking_ref(remote: &Remote, branch: &str) -> String {
+    format!("refs/remotes/{}/{branch}", remote.name)
+}
+
 /// Starts `git fetch URL`; its stderr goes to a file so it cannot block.
 fn start_fetch(
     node: &Node,
@@ -302,10 +307,7 @@ fn start_fetch(
         // Into the scratch repository; `take_in_http` verifies and copies.
         (scratch_repo(node)?, format!("refs/heads/{}", remote.name))
     } else {
-        (
-            repo.clone(),
-            format!("refs/remotes/{}/{branch}", remote.name),
-        )
+        (repo.clone(), tracking_ref(remote, branch))
     };
     let mut cmd = target.command();
     if remote.source == remotes::Source::Members {
@@ -356,7 +358,7 @@ fn take_in_http(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Resu
     let Some(commit) = scratch.resolve_commit(&format!("refs/heads/{}", remote.name))? else {
         return Ok(());
     };
-    let tracking = format!("refs/remotes/{}/{branch}", remote.name);
+    let tracking = tracking_ref(remote, branch);
     if repo.resolve_commit(&tracking)?.as_deref() != Some(commit.as_str()) {
         let have: Vec<String> = repo
             .run([

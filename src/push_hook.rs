@@ -83,20 +83,21 @@ fn pre_receive(node: &Node) -> Result<()> {
         .take(MAX_REFS)
         .read_to_string(&mut input)
         .context("cannot read the pushed refs")?;
-    let updates: Vec<Update> = input.lines().map(parse_update).collect::<Result<_>>()?;
+    let mut updates: Vec<Update> = input.lines().map(parse_update).collect::<Result<_>>()?;
     let dry_run = push_options()?;
     let config = Config::load(node)?;
     let branch_ref = format!("refs/heads/{}", config.branch());
-    let Some(update) = updates.into_iter().find(|u| u.refname == branch_ref) else {
-        for line in input.lines() {
-            let refname = line.rsplit(' ').next().unwrap_or_default();
+    let Some(index) = updates.iter().position(|u| u.refname == branch_ref) else {
+        for u in &updates {
             eprintln!(
-                "troops: {refname} stored, not deployed (the deploy branch is {})",
+                "troops: {} stored, not deployed (the deploy branch is {})",
+                u.refname,
                 config.branch()
             );
         }
         return Ok(());
     };
+    let update = updates.swap_remove(index);
     if is_zero(&update.new) {
         return Err(UserError::new(format!(
             "refusing to delete the deploy branch `{}`",

@@ -111,8 +111,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
     repo.export(&commit, checkout.path())?;
     require_deploy_py(checkout.path(), &commit)?;
     python::install_module(&cache)?;
-    let mut sink = Sink::new(None);
-    sink.deadline = Some(std::time::Instant::now() + config.deploy_timeout());
+    let mut sink = Sink::within(None, config.deploy_timeout());
     let venv = {
         let _lock = DeployLock::acquire(&cache, Wait::Block, "troops roles building a virtualenv")?;
         venv::ensure(

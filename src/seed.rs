@@ -113,7 +113,7 @@ fn find(node: &Node, args: &Args) -> Result<Option<(String, Seed)>> {
     }
     let root = node.root();
     let files = [
-        root.join("etc/troops/seed.yaml"),
+        node.seed_file(),
         root.join("var/lib/cloud/seed/nocloud/user-data"),
         root.join("var/lib/cloud/seed/nocloud-net/user-data"),
         root.join("var/lib/cloud/instance/user-data.txt"),
@@ -216,9 +216,7 @@ fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Resu
 /// credentials: it is root's alone, whoever wrote it (cloud-init's
 /// `write_files` defaults to 0644).
 fn protect_seed_copy(node: &Node) -> Result<()> {
-    let path = node
-        .etc()
-        .join(seed_doc::SEED_PATH.trim_start_matches("/etc/troops/"));
+    let path = node.seed_file();
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_file() => set_mode(&path, 0o600),
         _ => Ok(()),

@@ -37,6 +37,13 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink whose runs must end within `limit` from now (a deploy's).
+    pub fn within(log: Option<File>, limit: Duration) -> Sink {
+        let mut sink = Sink::new(log);
+        sink.deadline = Some(Instant::now() + limit);
+        sink
+    }
+
     pub fn new(log: Option<File>) -> Sink {
         Sink {
             deadline: None,

@@ -556,11 +556,7 @@ fn write_wheel(path: &std::path::Path, version: u32) {
         .args(["-c", &script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::Run::from(out).success();
 }
 
 #[test]

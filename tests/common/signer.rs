@@ -68,11 +68,7 @@ impl Signer {
             .args(["commit", "--quiet", "-S", "-m", "signed"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Run::from(out).success();
         repo.head()
     }
 
