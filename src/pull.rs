@@ -69,6 +69,10 @@ pub struct Args {
     /// 1h. The next pull tries the commit again.
     #[arg(long, value_name = "SPAN")]
     pub deploy_timeout: Option<String>,
+    /// The first pull after seeding, which troops-first-pull.service runs:
+    /// its deploy is recorded with the trigger `seed`
+    #[arg(long, hide = true)]
+    pub first: bool,
 }
 
 /// What became of one remote.
@@ -169,18 +173,18 @@ struct Fetched {
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
-    run_as(node, &args, Trigger::Pull)
-}
-
-/// A pull whose deploy is recorded with `trigger` (seeding's first pull).
-pub fn run_as(node: &Node, args: &Args, trigger: Trigger) -> Result<()> {
+    let trigger = if args.first {
+        Trigger::Seed
+    } else {
+        Trigger::Pull
+    };
     let mut config = Config::load(node)?;
     if let Some(span) = &args.deploy_timeout {
         config.set_deploy_timeout(span)?;
     }
     paths::ensure_state(node)?;
     let repo = source_repo(node, None)?;
-    let report = pull(node, &config, &repo, args, trigger)?;
+    let report = pull(node, &config, &repo, &args, trigger)?;
     save(node, &report)?;
     if args.json {
         let mut out = std::io::stdout().lock();

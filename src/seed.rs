@@ -18,7 +18,6 @@ use anyhow::{Context, Result};
 use crate::config::Policy;
 use crate::error::UserError;
 use crate::git;
-use crate::history::Trigger;
 use crate::paths::{Node, set_mode, write_atomically, write_atomically_mode};
 use crate::seed_doc::{self, Seed};
 use crate::{imds, init, instance, pull, remotes};
@@ -57,8 +56,16 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     imds_url: Option<String>,
     /// Apply the seed but do not run the first pull
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start_pull")]
     no_pull: bool,
+    /// Start the first pull as the systemd unit UNIT and return at once
+    ///
+    /// The boot unit troops-seed.service passes troops-first-pull.service,
+    /// so that a slow first deploy does not hold the rest of the boot (its
+    /// output is in `journalctl -u troops-first-pull`). Where systemd cannot
+    /// start it (no systemd running), the pull runs here instead.
+    #[arg(long, value_name = "UNIT", value_parser = unit_name)]
+    start_pull: Option<String>,
 }
 
 const DEFAULT_IMDS: &str = "http://169.254.169.254";
@@ -89,13 +96,64 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     if args.no_pull || seed.remotes.is_empty() && !has_remotes(node)? {
         return Ok(());
     }
+    if let Some(unit) = &args.start_pull {
+        match start_unit(node, unit) {
+            Ok(()) => {
+                eprintln!(
+                    "troops: seed: started the first pull as {unit}; \
+                     follow it with `journalctl -u {unit}`"
+                );
+                return Ok(());
+            }
+            Err(why) => {
+                eprintln!("troops: seed: warning: could not start {unit} ({why:#}); pulling here")
+            }
+        }
+    }
     let pull_args = pull::Args {
         json: false,
         no_wait: false,
         timeout: 60,
         deploy_timeout: None,
+        first: true,
     };
-    pull::run_as(node, &pull_args, Trigger::Seed)
+    pull::run(node, pull_args)
+}
+
+/// A unit name as `--start-pull` takes it: a service, not an option.
+fn unit_name(name: &str) -> Result<String, String> {
+    let stem = name.strip_suffix(".service").unwrap_or_default();
+    let valid = !stem.is_empty()
+        && !stem.starts_with('-')
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "`{name}` is not a service unit name (e.g. troops-first-pull.service)"
+        ))
+    }
+}
+
+/// Queue `unit` with systemd without waiting for it. Only on the real
+/// root: a relocated node has no systemd of its own.
+fn start_unit(node: &Node, unit: &str) -> Result<()> {
+    if node.root() != Path::new("/") {
+        anyhow::bail!("the node is relocated with --root");
+    }
+    let out = Command::new("systemctl")
+        .args(["start", "--no-block", "--", unit])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run systemctl")?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 /// The first source that carries a seed, with its description.

@@ -578,6 +578,7 @@ fn check_push_access(root: &DebRoot) {
 fn check_units(root: &DebRoot) {
     let units = [
         "troops-pull.service",
+        "troops-first-pull.service",
         "troops-pull.timer",
         "troops-seed.service",
     ];
@@ -606,13 +607,14 @@ fn check_units(root: &DebRoot) {
             .unwrap_or_else(|e| panic!("{unit} is not enabled: {e}"));
         assert_eq!(target, Path::new("/lib/systemd/system").join(unit));
     }
-    assert_eq!(
-        root.run(&["systemctl", "is-enabled", "troops-pull.service"])
-            .stdout
-            .trim(),
-        "static"
-    );
-    for unit in &units[1..] {
+    for unit in &units[..2] {
+        assert_eq!(
+            root.run(&["systemctl", "is-enabled", unit]).stdout.trim(),
+            "static",
+            "{unit}"
+        );
+    }
+    for unit in &units[2..] {
         assert_eq!(
             root.run(&["systemctl", "is-enabled", unit]).stdout.trim(),
             "enabled",
@@ -629,9 +631,21 @@ fn check_units(root: &DebRoot) {
         assert!(timer.contains(setting), "{timer}");
     }
     // The seed unit runs at every boot; `troops seed` decides per instance.
+    // It is bounded, and hands the first pull to a unit of its own, which
+    // records its deploy as the seed's.
     let seed = root.read("/lib/systemd/system/troops-seed.service");
-    assert!(seed.contains("ExecStart=/usr/bin/troops seed"), "{seed}");
+    assert!(
+        seed.contains("ExecStart=/usr/bin/troops seed --start-pull troops-first-pull.service\n"),
+        "{seed}"
+    );
+    assert!(seed.contains("\nTimeoutStartSec="), "{seed}");
     assert!(!seed.contains("ConditionPathExists"), "{seed}");
+    let first = root.read("/lib/systemd/system/troops-first-pull.service");
+    assert!(
+        first.contains("ExecStart=/usr/bin/troops pull --first\n")
+            && first.contains("After=network-online.target troops-seed.service"),
+        "{first}"
+    );
     // A pull started during an apt run would deploy under dpkg's lock, and
     // stopping one on upgrade would kill a deploy.
     for script in ["preinst", "postinst"] {

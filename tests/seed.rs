@@ -174,6 +174,47 @@ fn seed_from_a_nocloud_seed() {
     assert_seeded(&node, &origin, &run);
 }
 
+/// The boot unit hands the first pull to troops-first-pull.service; without
+/// a systemd to start it (here: a relocated node) the pull runs in place.
+#[test]
+fn the_boot_units_first_pull_is_recorded_as_the_seeds() {
+    let node = Node::new();
+    let origin = deployment();
+    let dir = node.root().join("var/lib/cloud/seed/nocloud");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("user-data"), cloud_config(&seed_yaml(&origin))).unwrap();
+    for bad in ["--help.service", "troops-first-pull", "a b.service"] {
+        let run = node.troops(["seed", &format!("--start-pull={bad}")]);
+        assert_eq!(run.code, Some(2), "a usage error: {}", run.stderr);
+        assert!(
+            run.stderr.contains("is not a service unit name"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!node.root().join("etc/troops/gitconfig").exists());
+
+    let run = node
+        .troops(["seed", "--start-pull", "troops-first-pull.service"])
+        .success();
+    assert!(
+        run.stderr
+            .contains("could not start troops-first-pull.service (the node is relocated"),
+        "{}",
+        run.stderr
+    );
+    assert_seeded(&node, &origin, &run);
+
+    // What the unit runs: `troops pull --first` records its deploy as the seed's.
+    let node = Node::new();
+    fs::create_dir_all(node.root().join("etc/troops")).unwrap();
+    fs::write(node.root().join("etc/troops/seed.yaml"), seed_yaml(&origin)).unwrap();
+    node.troops(["seed", "--no-pull"]).success();
+    assert!(node.status_json()["history"].as_array().unwrap().is_empty());
+    let run = node.troops(["pull", "--first"]).success();
+    assert_seeded(&node, &origin, &run);
+}
+
 #[test]
 fn seed_from_a_preseed_written_file() {
     let node = Node::new();
