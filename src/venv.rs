@@ -43,20 +43,29 @@ pub fn ensure(
     // Requirements that point into the commit (a local path, `-e`, `-r`, a
     // `file:` URL) install what the commit holds: its environment is its own.
     let owner = points_into_commit(&content).then_some(commit);
-    let link = node.venvs().join(key(python, &content, owner)?);
+    let pip_wheel = system_pip_wheel();
+    let link = node
+        .venvs()
+        .join(key(python, pip_wheel.as_deref(), &content, owner)?);
     if link.join("bin/python").exists() {
         touch(&link);
         return Ok(link);
     }
     sink.note("troops: building a virtualenv for requirements.txt")?;
-    let dir = build(node, python, checkout, &content, sink)?;
+    let dir = build(node, python, pip_wheel.as_deref(), checkout, &content, sink)?;
     publish(&dir, &link)?;
     Ok(link)
 }
 
 /// The cache key: a hash of everything that decides the virtualenv's
-/// contents, the commit included when the requirements point into it.
-fn key(python: &Path, requirements: &[u8], commit: Option<&str>) -> Result<String> {
+/// contents, the commit included when the requirements point into it. The
+/// pip wheel is in it because the environment names that file.
+fn key(
+    python: &Path,
+    pip_wheel: Option<&Path>,
+    requirements: &[u8],
+    commit: Option<&str>,
+) -> Result<String> {
     let resolved = fs::canonicalize(python).map_err(|e| {
         UserError::new(format!(
             "cannot find the Python interpreter `{}`: {e}",
@@ -70,6 +79,10 @@ fn key(python: &Path, requirements: &[u8], commit: Option<&str>) -> Result<Strin
     hash.update([0]);
     hash.update(resolved.as_os_str().as_encoded_bytes());
     hash.update(format!("\0{}\0{}\0", meta.len(), meta.mtime()));
+    if let Some(wheel) = pip_wheel {
+        hash.update(wheel.as_os_str().as_encoded_bytes());
+        hash.update([0]);
+    }
     hash.update(requirements);
     if let Some(commit) = commit {
         hash.update(b"\0commit ");
@@ -113,6 +126,7 @@ fn hex(bytes: &[u8]) -> String {
 fn build(
     node: &Node,
     python: &Path,
+    pip_wheel: Option<&Path>,
     checkout: &Path,
     reqs: &[u8],
     sink: &mut Sink,
@@ -122,6 +136,7 @@ fn build(
         .tempdir_in(node.venvs())
         .with_context(|| format!("cannot create a directory in `{}`", node.venvs().display()))?;
     let uv = find_uv();
+    let plan = Plan::for_requirements(reqs, uv.is_some() || pip_wheel.is_some());
     let mut create = match &uv {
         Some(uv) => {
             let mut cmd = Command::new(uv);
@@ -136,9 +151,9 @@ fn build(
             // Isolated (-I): nothing from the caller's directory or PYTHON*
             // variables is imported by root's interpreter.
             cmd.args(["-I", "-m", "venv"]);
-            // pip only installs requirements; without any, leaving it out
-            // makes the virtualenv in a tenth of a second instead of seconds.
-            if !has_requirements(reqs) {
+            // ensurepip costs seconds per environment; the system's pip
+            // wheel serves instead (see `link_modules`).
+            if plan != Plan::Ensurepip {
                 cmd.arg("--without-pip");
             }
             cmd.arg("--").arg(dir.path());
@@ -152,16 +167,54 @@ fn build(
             "install python3-venv (`apt install python3-venv`) or set `python` in /etc/troops/troops.toml",
         ))
     })?;
-    link_troops_module(node, dir.path())?;
+    link_modules(node, dir.path(), pip_wheel)?;
     crate::failpoint::hit("venv");
-    if has_requirements(reqs) {
-        install_requirements(uv.as_deref(), dir.path(), checkout, reqs, sink)?;
+    match plan {
+        Plan::Nothing => {}
+        Plan::Bundled(wheel) => unpack_wheel(dir.path(), &wheel, sink)?,
+        Plan::Pip | Plan::Ensurepip => {
+            install_requirements(uv.as_deref(), dir.path(), checkout, reqs, sink)?;
+        }
     }
     Ok(dir.keep())
 }
 
-/// Makes `import troops` work in the virtualenv without listing it.
-fn link_troops_module(node: &Node, venv: &Path) -> Result<()> {
+/// How a virtualenv gets what requirements.txt lists.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// No requirements.
+    Nothing,
+    /// Only the bundled library, in a version its wheel satisfies: unpacked
+    /// from the wheel, no pip run at all.
+    Bundled(PathBuf),
+    /// pip (the system's wheel) or uv installs into the environment.
+    Pip,
+    /// No installer on the system: the environment bootstraps its own pip.
+    Ensurepip,
+}
+
+impl Plan {
+    fn for_requirements(reqs: &[u8], has_installer: bool) -> Plan {
+        if !has_requirements(reqs) {
+            return Plan::Nothing;
+        }
+        if let Some((wheel, version)) = bundled_wheel()
+            && only_bundled(reqs, &version)
+        {
+            return Plan::Bundled(wheel);
+        }
+        if has_installer {
+            Plan::Pip
+        } else {
+            Plan::Ensurepip
+        }
+    }
+}
+
+/// Makes `import troops` work in the virtualenv without listing it, and
+/// `python -m pip` through the system's pip wheel (which python3-venv
+/// brings), so no environment pays for a pip of its own up front.
+fn link_modules(node: &Node, venv: &Path, pip_wheel: Option<&Path>) -> Result<()> {
     let lib = venv.join("lib");
     let site = fs::read_dir(&lib)
         .with_context(|| format!("cannot read `{}`", lib.display()))?
@@ -169,10 +222,125 @@ fn link_troops_module(node: &Node, venv: &Path) -> Result<()> {
         .map(|e| e.path().join("site-packages"))
         .find(|p| p.is_dir())
         .with_context(|| format!("no site-packages below `{}`", lib.display()))?;
-    let mut line = node.python_lib().into_os_string().into_encoded_bytes();
-    line.push(b'\n');
-    fs::write(site.join("troops.pth"), line).context("cannot write troops.pth")
+    let mut lines = node.python_lib().into_os_string().into_encoded_bytes();
+    lines.push(b'\n');
+    if let Some(wheel) = pip_wheel {
+        lines.extend(wheel.as_os_str().as_encoded_bytes());
+        lines.push(b'\n');
+    }
+    fs::write(site.join("troops.pth"), lines).context("cannot write troops.pth")
 }
+
+/// The pip wheel Debian ships for ensurepip (python3-pip-whl), newest first.
+fn system_pip_wheel() -> Option<PathBuf> {
+    newest_wheel(Path::new(PIP_WHEELS), "pip").map(|(path, _)| path)
+}
+
+const PIP_WHEELS: &str = "/usr/share/python-wheels";
+
+/// The newest `NAME-VERSION-*.whl` in `dir`, with its version.
+fn newest_wheel(dir: &Path, name: &str) -> Option<(PathBuf, Vec<u64>)> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let rest = file.strip_suffix(".whl")?.split_once('-')?;
+            if !rest.0.eq_ignore_ascii_case(name) {
+                return None;
+            }
+            let version = release(rest.1.split('-').next()?)?;
+            Some((e.path(), version))
+        })
+        .max_by(|a, b| a.1.cmp(&b.1))
+}
+
+/// A release version's numbers (`0.10.1` -> [0, 10, 1]); None for anything
+/// else (pre-releases, local versions, wildcards).
+fn release(version: &str) -> Option<Vec<u64>> {
+    version.split('.').map(|n| n.parse().ok()).collect()
+}
+
+/// Whether every requirement is the bundled library with specifiers its
+/// wheel's `version` meets. Anything this does not understand (extras,
+/// markers, options, pre-releases) is left to pip.
+fn only_bundled(reqs: &[u8], version: &[u64]) -> bool {
+    String::from_utf8_lossy(reqs)
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .all(|line| {
+            let name_end = line
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                .unwrap_or(line.len());
+            let (name, specs) = line.split_at(name_end);
+            name.eq_ignore_ascii_case(BUNDLED)
+                && (specs.trim().is_empty()
+                    || specs.split(',').all(|spec| satisfies(version, spec.trim())))
+        })
+}
+
+/// Whether `version` meets one specifier (`>=0.1`); false if not understood.
+fn satisfies(version: &[u64], spec: &str) -> bool {
+    let Some(op_end) = spec.find(|c: char| c.is_ascii_digit()) else {
+        return false;
+    };
+    let (op, wanted) = spec.split_at(op_end);
+    let Some(wanted) = release(wanted.trim()) else {
+        return false;
+    };
+    let padded = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.resize(version.len().max(wanted.len()), 0);
+        v
+    };
+    let (have, want) = (padded(version), padded(&wanted));
+    match op.trim() {
+        "==" => have == want,
+        "!=" => have != want,
+        ">=" => have >= want,
+        "<=" => have <= want,
+        ">" => have > want,
+        "<" => have < want,
+        // ~=X.Y means >=X.Y and ==X.*
+        "~=" if wanted.len() >= 2 => {
+            have >= want && version.get(..wanted.len() - 1) == Some(&wanted[..wanted.len() - 1])
+        }
+        _ => false,
+    }
+}
+
+/// Installs a pure-Python wheel (the bundled library, which has no
+/// dependencies) by unpacking it into site-packages, as pip would, with
+/// the installer recorded so pip can upgrade or remove it later.
+fn unpack_wheel(venv: &Path, wheel: &Path, sink: &mut Sink) -> Result<()> {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-I", "-c", UNPACK_WHEEL])
+        .arg(wheel)
+        .current_dir("/");
+    stream::run(&mut cmd, sink).map_err(|e| {
+        e.context(UserError::new(format!(
+            "cannot install the bundled {BUNDLED} from `{}`",
+            wheel.display()
+        )))
+    })
+}
+
+/// Unpacks sys.argv[1] into the environment's purelib.
+const UNPACK_WHEEL: &str = r#"
+import sys, sysconfig, zipfile
+site = sysconfig.get_paths()["purelib"]
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    names = wheel.namelist()
+    if any(n.startswith("/") or ".." in n.split("/") for n in names):
+        sys.exit("the wheel names a path outside site-packages")
+    wheel.extractall(site)
+info = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info"))
+with open(f"{site}/{info}/INSTALLER", "w") as f:
+    f.write("troops\n")
+with open(f"{site}/{info}/RECORD", "a") as f:
+    f.write(f"{info}/INSTALLER,,\n")
+"#;
 
 fn has_requirements(content: &[u8]) -> bool {
     String::from_utf8_lossy(content)
@@ -249,6 +417,11 @@ fn pip(uv: Option<&Path>, venv: &Path) -> Command {
 /// The library the package ships as a wheel, so nodes need no PyPI for it.
 const BUNDLED: &str = "PyDebianAdmin";
 const WHEELS: &str = "/usr/share/troops/wheels";
+
+/// The bundled library's wheel and its version, if the package ships one.
+fn bundled_wheel() -> Option<(PathBuf, Vec<u64>)> {
+    newest_wheel(&bundled_wheels()?, BUNDLED)
+}
 
 /// The directory of bundled wheels (`TROOPS_WHEELS` overrides it), if present.
 fn bundled_wheels() -> Option<PathBuf> {
@@ -369,6 +542,34 @@ mod tests {
             "lxml ; python_version > '3' # ./comment",
         ] {
             assert!(!points_into_commit(outside.as_bytes()), "{outside}");
+        }
+    }
+
+    #[test]
+    fn only_the_bundled_library_in_a_version_its_wheel_has() {
+        let v = release("0.2.1").unwrap();
+        for only in [
+            "PyDebianAdmin",
+            "pydebianadmin>=0.1\n# comment\n",
+            "PyDebianAdmin >= 0.1, < 1  # bundled",
+            "pydebianadmin==0.2.1",
+            "pydebianadmin==0.2.1.0",
+            "pydebianadmin~=0.2",
+            "pydebianadmin!=0.3",
+        ] {
+            assert!(only_bundled(only.as_bytes(), &v), "{only}");
+        }
+        for not in [
+            "PyDebianAdmin\nrequests",
+            "pydebianadmin>=0.3",
+            "pydebianadmin==0.2.*",
+            "pydebianadmin~=0.1.5",
+            "pydebianadmin>=0.1rc1",
+            "pydebianadmin[extra]",
+            "pydebianadmin ; python_version > '3'",
+            "-e ./pydebianadmin",
+        ] {
+            assert!(!only_bundled(not.as_bytes(), &v), "{not}");
         }
     }
 
