@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, generate, init, pull, push, push_hook, roles, seed, status, stream};
+use crate::{deploy, generate, init, publish, pull, push, push_hook, roles, seed, status, stream};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -35,6 +35,7 @@ pub enum Command {
     Deploy(deploy::Args),
     Pull(pull::Args),
     Push(push::Args),
+    Publish(publish::Args),
     Seed(seed::Args),
     Status(status::Args),
     Roles(roles::RolesArgs),

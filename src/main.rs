@@ -19,6 +19,7 @@ mod init;
 mod instance;
 mod lock;
 mod paths;
+mod publish;
 mod pull;
 mod push;
 mod push_hook;
@@ -58,6 +59,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => init::run(&node, args),
         Command::Deploy(args) => deploy::run(&node, args),
         Command::Pull(args) => pull::run(&node, args),
+        Command::Publish(args) => publish::run(&node, args),
         Command::Push(args) => push::run(&node, args),
         Command::Seed(args) => seed::run(&node, args),
         Command::Status(args) => status::run(&node, args),

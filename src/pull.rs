@@ -15,7 +15,7 @@
 //! nothing new, no lock is taken and no Python runs.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -256,6 +256,7 @@ fn overall(remotes: &[Fetched]) -> Outcome {
 /// all at once; a remote that fails or times out is reported, not fatal.
 fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Result<Vec<Fetched>> {
     let remotes = remotes::list(node)?;
+    prune_scratch_repos(node, &remotes)?;
     let started: Vec<_> = remotes
         .iter()
         .map(|remote| start_fetch(node, repo, remote, branch))
@@ -309,7 +310,10 @@ fn start_fetch(
 ) -> Result<(Child, std::fs::File)> {
     let (target, dest) = if remote.is_http() {
         // Into the scratch repository; `take_in_http` verifies and copies.
-        (scratch_repo(node)?, format!("refs/heads/{}", remote.name))
+        (
+            scratch_repo(node, remote)?,
+            format!("refs/heads/{}", remote.name),
+        )
     } else {
         (repo.clone(), tracking_ref(remote, branch))
     };
@@ -341,24 +345,51 @@ fn start_fetch(
     Ok((child, stderr))
 }
 
-/// A root-only repository HTTP remotes are fetched into first.
-fn scratch_repo(node: &Node) -> Result<Repo> {
-    let path = node.lib().join("cache/http-fetch.git");
+/// Where HTTP remotes are fetched first: one repository each, since two
+/// dumb-HTTP fetches of the same pack into one repository (mirrors of one
+/// deployment) collide.
+fn scratch_dir(node: &Node) -> PathBuf {
+    node.lib().join("cache/http-fetch")
+}
+
+/// The root-only repository `remote` (an HTTP one) is fetched into first.
+fn scratch_repo(node: &Node, remote: &Remote) -> Result<Repo> {
+    let dir = scratch_dir(node);
+    paths::ensure_dir(&dir, 0o700, nix::unistd::Gid::from_raw(0))?;
+    // Remote names are checked to be plain file names (remotes::check_name).
+    let path = dir.join(format!("{}.git", remote.name));
     if !path.join("HEAD").exists() {
         let mut cmd = git::pinned(None);
         cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
             .arg(&path);
         git::output(&mut cmd).context("cannot create the HTTP fetch repository")?;
-        // Root's alone, as root's repository is.
-        paths::set_mode(&path, 0o700)?;
     }
     Ok(Repo::bare(&path).pinned(node))
+}
+
+/// Removes the scratch repositories of remotes that are gone or no longer
+/// HTTP.
+fn prune_scratch_repos(node: &Node, remotes: &[Remote]) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(scratch_dir(node)) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let kept = remotes
+            .iter()
+            .any(|r| r.is_http() && name.to_str() == Some(&format!("{}.git", r.name)));
+        if !kept {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove `{}`", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies what an HTTP remote served from the scratch repository into root's,
 /// re-indexed strictly, then sets root's tracking ref.
 fn take_in_http(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Result<()> {
-    let scratch = scratch_repo(node)?;
+    let scratch = scratch_repo(node, remote)?;
     let Some(commit) = scratch.resolve_commit(&format!("refs/heads/{}", remote.name))? else {
         return Ok(());
     };

@@ -33,8 +33,10 @@ use crate::{imds, init, instance, pull, remotes};
 ///
 /// The seed is a YAML document whose key `troops` holds `remotes` (a list of
 /// {name, url}), `roles`, `branch`, `signatures` (none, ssh, gpg),
-/// `allowed_signers`, `gpg_keys`, `pull_interval` and `known_hosts` (git
-/// servers' host keys, pinned in /etc/troops/known_hosts); user-data may also
+/// `allowed_signers`, `gpg_keys`, `pull_interval`, `known_hosts` (git
+/// servers' host keys, pinned in /etc/troops/known_hosts) and `https_ca`
+/// (the CA that HTTPS remotes such as static mirrors must chain to, pinned
+/// in /etc/troops/https-ca.pem); user-data may also
 /// be a #cloud-config whose write_files writes /etc/troops/seed.yaml. Every
 /// value is checked before anything is applied. Remotes go to root's
 /// /etc/troops/gitconfig (0600), since their URLs may carry credentials.
@@ -258,7 +260,14 @@ fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Resu
     if let Some(keyring) = keyring {
         replace_dir(&keyring, &node.etc().join("gnupg"))?;
     }
-    set_remotes(node, seed)?;
+    if let Some(ca) = &seed.https_ca {
+        let path = node.etc().join("https-ca.pem");
+        write_atomically_mode(&path, ca.as_bytes(), 0o644)?;
+        set_git_config(node, "http.sslCAInfo", &path.to_string_lossy())?;
+    }
+    for remote in &seed.remotes {
+        set_git_config(node, &format!("remote.{}.url", remote.name), &remote.url)?;
+    }
     if let Some(span) = &seed.pull_interval {
         write_timer_dropin(node, span)?;
     }
@@ -368,12 +377,9 @@ fn replace_dir(new: &Path, old: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds each remote to root's `/etc/troops/gitconfig` (0600: URLs may
-/// carry credentials), or points an existing one at the seed's URL.
-fn set_remotes(node: &Node, seed: &Seed) -> Result<()> {
-    if seed.remotes.is_empty() {
-        return Ok(());
-    }
+/// Sets `key` in root's `/etc/troops/gitconfig` (0600: remote URLs may
+/// carry credentials), replacing any value it had.
+fn set_git_config(node: &Node, key: &str, value: &str) -> Result<()> {
     let path = node.git_config();
     if !path.exists() {
         write_atomically_mode(
@@ -383,21 +389,11 @@ fn set_remotes(node: &Node, seed: &Seed) -> Result<()> {
         )?;
     }
     set_mode(&path, 0o600)?;
-    for remote in &seed.remotes {
-        let mut cmd = git::pinned(None);
-        cmd.args(["config", "--file"]).arg(&path).args([
-            "--replace-all",
-            &format!("remote.{}.url", remote.name),
-            &remote.url,
-        ]);
-        git::output(&mut cmd).with_context(|| {
-            format!(
-                "cannot add the remote `{}` to `{}`",
-                remote.name,
-                path.display()
-            )
-        })?;
-    }
+    let mut cmd = git::pinned(None);
+    cmd.args(["config", "--file"])
+        .arg(&path)
+        .args(["--replace-all", key, value]);
+    git::output(&mut cmd).with_context(|| format!("cannot set `{key}` in `{}`", path.display()))?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //!   gpg_keys: ["-----BEGIN PGP PUBLIC KEY BLOCK-----..."]
 //!   pull_interval: 15min       # a systemd time span
 //!   known_hosts: ["repos.example.com ssh-ed25519 AAAA..."]
+//!   https_ca: "-----BEGIN CERTIFICATE-----..."   # pinned for HTTPS remotes
 //! ```
 //!
 //! User-data may be that document, or a `#cloud-config` whose `write_files`
@@ -47,6 +48,8 @@ pub struct Seed {
     pub pull_interval: Option<String>,
     /// Git servers' host keys, in ssh's known_hosts format.
     pub known_hosts: Vec<String>,
+    /// The CA certificates (PEM) that HTTPS remotes must chain to.
+    pub https_ca: Option<String>,
 }
 
 /// A rejection: the key at fault (`troops.remotes[1].url`) and why.
@@ -255,6 +258,7 @@ pub fn parse(text: &str) -> Result<Seed, Invalid> {
             "allowed_signers" => seed.allowed_signers = lines(value, &path)?,
             "gpg_keys" => seed.gpg_keys = gpg_keys(value, &path)?,
             "known_hosts" => seed.known_hosts = known_hosts(value, &path)?,
+            "https_ca" => seed.https_ca = Some(certificates(value, &path)?),
             "pull_interval" => {
                 let span = string(value, &path)?;
                 validate_time_span(&span).map_err(|e| invalid(&path, e))?;
@@ -392,6 +396,23 @@ fn gpg_keys(value: &Value, path: &str) -> Result<Vec<String>, Invalid> {
     Ok(keys)
 }
 
+/// PEM certificates and nothing else (a private key has no place here).
+fn certificates(value: &Value, path: &str) -> Result<String, Invalid> {
+    let text = string(value, path)?;
+    let blocks = text.matches("-----BEGIN ").count();
+    let certificates = text.matches("-----BEGIN CERTIFICATE-----").count();
+    if certificates == 0
+        || blocks != certificates
+        || text.matches("-----END CERTIFICATE-----").count() != certificates
+    {
+        return Err(invalid(
+            path,
+            "must be PEM certificates (-----BEGIN CERTIFICATE----- ...) and nothing else",
+        ));
+    }
+    Ok(text)
+}
+
 /// Accepts systemd time spans such as `15min`, `1h 30min`, `90s`.
 pub fn validate_time_span(span: &str) -> Result<(), String> {
     const UNITS: &[&str] = &[
@@ -509,6 +530,9 @@ mod tests {
         assert_eq!(seed.branch.as_deref(), Some("main"));
         assert_eq!(seed.signatures, Some(Policy::Ssh));
         assert_eq!(seed.pull_interval.as_deref(), Some("1h 30min"));
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let doc = format!("troops:\n  https_ca: |\n    {}", ca.replace('\n', "\n    "));
+        assert_eq!(parse(&doc).unwrap().https_ca.as_deref(), Some(ca));
     }
 
     #[test]
@@ -554,6 +578,11 @@ mod tests {
             ("troops:\n  signatures: maybe\n", "troops.signatures"),
             ("troops:\n  gpg_keys: ['not a key']\n", "troops.gpg_keys[0]"),
             ("troops:\n  pull_interval: soon\n", "troops.pull_interval"),
+            ("troops:\n  https_ca: 'trust me'\n", "troops.https_ca"),
+            (
+                "troops:\n  https_ca: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n\"\n",
+                "troops.https_ca",
+            ),
             ("troops:\n  colour: blue\n", "troops.colour"),
             ("troops: {}\nruncmd: [x]\n", "runcmd"),
             ("- a list\n", "troops"),

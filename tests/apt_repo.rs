@@ -16,7 +16,8 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use common::apt::{Nginx, Repository, Signer};
+use common::apt::{Repository, Signer};
+use common::nginx::Nginx;
 use package::{DebRoot, TOP, package, package_at};
 
 /// The last commit with the one-repository layout (as in tests/package.rs).

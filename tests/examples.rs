@@ -30,9 +30,10 @@ fn have(tool: &str) -> bool {
     found
 }
 
-const USER_DATA: [&str; 2] = [
+const USER_DATA: [&str; 3] = [
     "cloud-init/user-data.yaml",
     "cloud-init/nocloud-user-data.yaml",
+    "cloud-init/mirror-user-data.yaml",
 ];
 
 #[test]
@@ -86,10 +87,30 @@ fn troops_seed_applies_every_user_data_example() {
         assert!(remotes.contains("[remote \"origin\"]"), "{file}: {remotes}");
         let mode = fs::metadata(&gitconfig).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
-        // Host keys are pinned by the seed, not scanned at boot.
-        let known = fs::read_to_string(node.root().join("etc/troops/known_hosts")).unwrap();
-        assert!(known.contains(" ssh-ed25519 "), "{file}: {known}");
+        // Host keys and CAs are pinned by the seed, not scanned at boot.
         let text = fs::read_to_string(example(file)).unwrap();
+        if text.contains("known_hosts:") {
+            let known = fs::read_to_string(node.root().join("etc/troops/known_hosts")).unwrap();
+            assert!(known.contains(" ssh-ed25519 "), "{file}: {known}");
+        }
+        if text.contains("https_ca:") {
+            let ca = node.root().join("etc/troops/https-ca.pem");
+            let pem = fs::read_to_string(&ca).unwrap();
+            assert!(
+                pem.starts_with("-----BEGIN CERTIFICATE-----\n"),
+                "{file}: {pem}"
+            );
+            assert!(
+                remotes.contains(&format!("sslCAInfo = {}", ca.display())),
+                "{remotes}"
+            );
+            let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
+            assert!(config.contains("signatures = \"ssh\""), "{file}: {config}");
+        }
+        assert!(
+            text.contains("known_hosts:") || text.contains("https_ca:"),
+            "{file} pins neither host keys nor a CA"
+        );
         let scans = text
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))

@@ -4,9 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use common::nginx::Certificate;
 use common::{DeployRepo, Node, Run};
 
 /// The server process, killed when the test ends.
@@ -20,29 +22,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn self_signed_certificate(dir: &Path) {
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn serve(root: &Path, tls: &Path) -> Server {
@@ -67,7 +46,7 @@ fn serve(root: &Path, tls: &Path) -> Server {
 #[test]
 fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     let tls = tempfile::tempdir().unwrap();
-    self_signed_certificate(tls.path());
+    Certificate::self_signed(tls.path(), Ipv4Addr::LOCALHOST);
     let repo = DeployRepo::with("print('pulled over https')\n");
     let served = tempfile::tempdir().unwrap();
     let bare = served.path().join("deploy.git");
@@ -121,7 +100,7 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
 #[test]
 fn a_static_mirror_is_verified_before_anything_uses_it() {
     let tls = tempfile::tempdir().unwrap();
-    self_signed_certificate(tls.path());
+    Certificate::self_signed(tls.path(), Ipv4Addr::LOCALHOST);
     let repo = DeployRepo::with("print('from the static mirror')\n");
     let served = tempfile::tempdir().unwrap();
     let bare = served.path().join("deploy.git");

@@ -25,8 +25,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::apt::{Nginx, Repository, Signer};
+use common::apt::{Repository, Signer};
 use common::cluster::Client;
+use common::nginx::Nginx;
 use common::{DeployRepo, Run, clean_command};
 use package::{DebRoot, TOP, package};
 

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 pub mod apt;
 pub mod cluster;
+pub mod nginx;
 pub mod signer;
 pub mod timing;
 

@@ -1,0 +1,121 @@
+//! nginx from Debian serving a directory as static files on a loopback
+//! address, over HTTP or HTTPS, and the certificates for it.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Run;
+
+/// nginx serving `root` on `address`, one process (no master and workers),
+/// stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    work: tempfile::TempDir,
+}
+
+/// A self-signed certificate for one IP address (its own CA), in `dir`.
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certificate {
+    pub fn self_signed(dir: &Path, ip: Ipv4Addr) -> Certificate {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", &format!("/CN={ip}")])
+            .args(["-addext", &format!("subjectAltName=IP:{ip}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        Run::from(out).success();
+        Certificate { cert, key }
+    }
+}
+
+impl Nginx {
+    pub fn serve(root: &Path, address: Ipv4Addr) -> Nginx {
+        Nginx::start(root, address, None)
+    }
+
+    pub fn serve_https(root: &Path, address: Ipv4Addr, tls: &Certificate) -> Nginx {
+        Nginx::start(root, address, Some(tls))
+    }
+
+    fn start(root: &Path, address: Ipv4Addr, tls: Option<&Certificate>) -> Nginx {
+        let port = TcpListener::bind(SocketAddrV4::new(address, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let work = tempfile::tempdir().unwrap();
+        let conf = work.path().join("nginx.conf");
+        let w = work.path().display();
+        let listen = match tls {
+            None => format!("listen {address}:{port};"),
+            Some(tls) => format!(
+                "listen {address}:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        };
+        fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\npid {w}/nginx.pid;\n\
+                 error_log {w}/error.log;\nevents {{}}\n\
+                 http {{\n  access_log {w}/access.log;\n  default_type application/octet-stream;\n\
+                 client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n\
+                 fastcgi_temp_path {w}/fastcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
+                 server {{\n    {listen}\n    root {};\n  }}\n}}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .arg("-e")
+            .arg(work.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(SocketAddrV4::new(address, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                fs::read_to_string(work.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, port, work }
+    }
+
+    /// The requests served so far, one access-log line each.
+    pub fn requests(&self) -> Vec<String> {
+        fs::read_to_string(self.work.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
