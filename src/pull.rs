@@ -203,17 +203,21 @@ fn pull(
 ) -> Result<Report> {
     let branch = config.branch();
     let branch_ref = format!("refs/heads/{branch}");
-    let mut remotes = fetch_all(node, repo, branch, Duration::from_secs(args.timeout))?;
+    let (mut remotes, refs) = fetch_all(node, repo, branch, Duration::from_secs(args.timeout))?;
     failpoint::hit("fetch");
-    let local = repo.resolve_commit(&branch_ref)?;
+    let local = refs.get(&branch_ref).cloned();
     classify(repo, local.as_deref(), &mut remotes)?;
     verify(node, config, repo, args, &mut remotes)?;
-    if let Some(index) = choose(repo, &mut remotes)? {
-        deploy_chosen(node, config, repo, args, trigger, &mut remotes[index])?;
-    }
+    let commit = match choose(repo, &mut remotes)? {
+        Some(index) => {
+            deploy_chosen(node, config, repo, args, trigger, &mut remotes[index])?;
+            repo.resolve_commit(&branch_ref)?
+        }
+        None => local,
+    };
     Ok(Report {
         result: overall(&remotes),
-        commit: repo.resolve_commit(&branch_ref)?,
+        commit,
         finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         remotes: remotes
             .into_iter()
@@ -254,7 +258,14 @@ fn overall(remotes: &[Fetched]) -> Outcome {
 
 /// Fetches each remote's deploy branch into root's `refs/remotes/NAME/BRANCH`,
 /// all at once; a remote that fails or times out is reported, not fatal.
-fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Result<Vec<Fetched>> {
+/// Also returns root's refs afterwards (one read for the whole pull: each
+/// git process costs a no-change pull about as much as its own work).
+fn fetch_all(
+    node: &Node,
+    repo: &Repo,
+    branch: &str,
+    timeout: Duration,
+) -> Result<(Vec<Fetched>, Refs)> {
     let remotes = remotes::list(node)?;
     prune_scratch_repos(node, &remotes)?;
     let started: Vec<_> = remotes
@@ -262,20 +273,24 @@ fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Resul
         .map(|remote| start_fetch(node, repo, remote, branch))
         .collect();
     let deadline = Instant::now() + timeout;
-    let mut fetched = Vec::new();
-    for (remote, started) in remotes.into_iter().zip(started) {
-        let failure = match started {
+    let failures: Vec<Option<String>> = started
+        .into_iter()
+        .map(|started| match started {
             Ok((child, stderr)) => wait_fetch(child, stderr, deadline).err(),
             Err(e) => Some(format!("{e:#}")),
-        };
+        })
+        .collect();
+    let mut refs = Refs::read(repo)?;
+    let mut fetched = Vec::new();
+    for (remote, failure) in remotes.into_iter().zip(failures) {
+        let tracking = tracking_ref(&remote, branch);
         let failure = failure.or_else(|| {
             remote
                 .is_http()
-                .then(|| take_in_http(node, repo, &remote, branch).err())
+                .then(|| take_in_http(node, repo, &remote, &tracking, &mut refs).err())
                 .flatten()
                 .map(|e| format!("{e:#}"))
         });
-        let tracking = tracking_ref(&remote, branch);
         let decision = match failure {
             Some(why) => {
                 eprintln!(
@@ -288,12 +303,45 @@ fn fetch_all(node: &Node, repo: &Repo, branch: &str, timeout: Duration) -> Resul
             None => Decision::Candidate,
         };
         fetched.push(Fetched {
-            commit: repo.resolve_commit(&tracking)?,
+            commit: refs.get(&tracking).cloned(),
             remote,
             decision,
         });
     }
-    Ok(fetched)
+    Ok((fetched, refs))
+}
+
+/// The commits root's branches and tracking refs name, read at once.
+struct Refs(std::collections::HashMap<String, String>);
+
+impl Refs {
+    fn read(repo: &Repo) -> Result<Refs> {
+        // A ref naming an annotated tag counts as the commit it tags, as
+        // `rev-parse REF^{commit}` would; one naming anything else, as none.
+        let out = repo.run([
+            "for-each-ref",
+            "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objecttype)%00%(*objectname)",
+            "refs/heads",
+            "refs/remotes",
+        ])?;
+        let refs = out
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('\0').collect();
+                let commit = match f.as_slice() {
+                    [name, "commit", id, ..] => (*name, *id),
+                    [name, "tag", _, "commit", id] => (*name, *id),
+                    _ => return None,
+                };
+                Some((commit.0.to_owned(), commit.1.to_owned()))
+            })
+            .collect();
+        Ok(Refs(refs))
+    }
+
+    fn get(&self, name: &str) -> Option<&String> {
+        self.0.get(name)
+    }
 }
 
 /// Where root's repository keeps what `remote`'s deploy branch names.
@@ -387,32 +435,34 @@ fn prune_scratch_repos(node: &Node, remotes: &[Remote]) -> Result<()> {
 }
 
 /// Copies what an HTTP remote served from the scratch repository into root's,
-/// re-indexed strictly, then sets root's tracking ref.
-fn take_in_http(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Result<()> {
+/// re-indexed strictly, then sets root's tracking ref (in `refs` too).
+fn take_in_http(
+    node: &Node,
+    repo: &Repo,
+    remote: &Remote,
+    tracking: &str,
+    refs: &mut Refs,
+) -> Result<()> {
     let scratch = scratch_repo(node, remote)?;
     let Some(commit) = scratch.resolve_commit(&format!("refs/heads/{}", remote.name))? else {
         return Ok(());
     };
-    let tracking = tracking_ref(remote, branch);
-    if repo.resolve_commit(&tracking)?.as_deref() != Some(commit.as_str()) {
-        let have: Vec<String> = repo
-            .run([
-                "for-each-ref",
-                "--format=%(objectname)",
-                "refs/heads",
-                "refs/remotes",
-            ])?
-            .lines()
-            .map(str::to_owned)
-            .filter(|id| scratch.resolve_commit(id).ok().flatten().is_some())
-            .collect();
-        let mut pack = transfer::pack_objects(&scratch, &commit, &have)?;
-        transfer::copy(&mut pack, repo).context("what the remote served does not verify")?;
-        transfer::require_complete(repo, &commit)?;
-        repo.run(["update-ref", "--", &tracking, &commit])?;
-        // The scratch copy grows with every new commit; git packs it when due.
-        scratch.run(["gc", "--auto", "--quiet"])?;
+    if refs.get(tracking) == Some(&commit) {
+        return Ok(());
     }
+    let have: Vec<String> = refs
+        .0
+        .values()
+        .filter(|id| scratch.resolve_commit(id).ok().flatten().is_some())
+        .cloned()
+        .collect();
+    let mut pack = transfer::pack_objects(&scratch, &commit, &have)?;
+    transfer::copy(&mut pack, repo).context("what the remote served does not verify")?;
+    transfer::require_complete(repo, &commit)?;
+    repo.run(["update-ref", "--", tracking, &commit])?;
+    refs.0.insert(tracking.to_owned(), commit);
+    // The scratch copy grows with every new commit; git packs it when due.
+    scratch.run(["gc", "--auto", "--quiet"])?;
     Ok(())
 }
 

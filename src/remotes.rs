@@ -101,6 +101,11 @@ fn members_entries(node: &Node) -> Result<Vec<(String, String)>> {
     let Some(data) = paths::read_untrusted(&path, MAX_CONFIG)? else {
         return Ok(Vec::new());
     };
+    // Section names are case-insensitive; without the word there is no
+    // remote, and a pull need not start git to learn it.
+    if !data.to_ascii_lowercase().windows(6).any(|w| w == b"remote") {
+        return Ok(Vec::new());
+    }
     let mut copy = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
     copy.write_all(&data)?;
     url_entries(copy.path())

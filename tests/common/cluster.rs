@@ -286,6 +286,12 @@ impl SshNode {
         Run::from(out)
     }
 
+    /// The process that holds the node's namespaces (its processes descend
+    /// from it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The node's public SSH key, which it fetches with.
     pub fn public_key(&self) -> String {
         fs::read_to_string(self.lib().join("ssh/id_ed25519.pub")).unwrap()

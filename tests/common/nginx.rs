@@ -103,6 +103,11 @@ impl Nginx {
         Nginx { child, port, work }
     }
 
+    /// nginx's one process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The requests served so far, one access-log line each.
     pub fn requests(&self) -> Vec<String> {
         fs::read_to_string(self.work.path().join("access.log"))
