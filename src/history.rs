@@ -133,6 +133,14 @@ pub fn list(node: &Node) -> Result<Vec<Record>> {
     Ok(records)
 }
 
+/// The newest readable record, if any.
+pub fn latest(node: &Node) -> Result<Option<Record>> {
+    Ok(record_paths(node)?
+        .iter()
+        .rev()
+        .find_map(|path| serde_json::from_slice(&fs::read(path).ok()?).ok()))
+}
+
 /// Marks a record left `running` by a killed deploy as failed.
 pub fn mark_interrupted(record: &mut Record) {
     if record.result == RUNNING {

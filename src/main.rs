@@ -18,6 +18,7 @@ mod imds;
 mod init;
 mod instance;
 mod lock;
+mod metrics;
 mod paths;
 mod publish;
 mod pull;
@@ -55,17 +56,31 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let node = Node::new(&std::path::absolute(&cli.root)?);
-    match cli.command {
-        Command::Init(args) => init::run(&node, args),
-        Command::Deploy(args) => deploy::run(&node, args),
-        Command::Pull(args) => pull::run(&node, args),
-        Command::Publish(args) => publish::run(&node, args),
-        Command::Push(args) => push::run(&node, args),
-        Command::Seed(args) => seed::run(&node, args),
-        Command::Status(args) => status::run(&node, args),
-        Command::Roles(args) => roles::roles(&node, args),
-        Command::Hosts(args) => roles::hosts(&node, args),
-        Command::Hook(args) => push_hook::run(&node, args),
+    // What may deploy or pull leaves the node's metrics current, whatever
+    // the outcome; only root writes them.
+    let deploys = matches!(
+        cli.command,
+        Command::Deploy(_) | Command::Pull(_) | Command::Seed(_) | Command::Hook(_)
+    );
+    let result = dispatch(&node, cli.command);
+    if deploys && nix::unistd::geteuid().is_root() && node.state().is_dir() {
+        metrics::update(&node);
+    }
+    result
+}
+
+fn dispatch(node: &Node, command: Command) -> Result<()> {
+    match command {
+        Command::Init(args) => init::run(node, args),
+        Command::Deploy(args) => deploy::run(node, args),
+        Command::Pull(args) => pull::run(node, args),
+        Command::Publish(args) => publish::run(node, args),
+        Command::Push(args) => push::run(node, args),
+        Command::Seed(args) => seed::run(node, args),
+        Command::Status(args) => status::run(node, args),
+        Command::Roles(args) => roles::roles(node, args),
+        Command::Hosts(args) => roles::hosts(node, args),
+        Command::Hook(args) => push_hook::run(node, args),
         Command::Guard(args) => stream::guard(args),
         Command::Generate(args) => generate::run(args, <Cli as clap::CommandFactory>::command()),
     }

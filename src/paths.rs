@@ -274,6 +274,16 @@ pub fn write_at(dir: &OwnedFd, name: &str, data: &[u8], mode: u32, gid: Gid) -> 
 /// Replaces `path` with `data` so readers see the old or the new file, whole.
 /// The file gets `mode` before its name; a link at `path` is replaced.
 pub fn write_atomically_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    replace(path, data, mode, true)
+}
+
+/// `write_atomically_mode` without syncing, for files made anew by every
+/// run (metrics): after a power loss they may be old, never torn.
+pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    replace(path, data, mode, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -284,9 +294,14 @@ pub fn write_atomically_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> 
     // The umask may have narrowed the mode asked for.
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path)
         .with_context(|| format!("cannot write `{}`", path.display()))?;
+    if !durable {
+        return Ok(());
+    }
     // The new name is durable only once the directory is: after a power
     // loss the file is the old one or the new one, never missing.
     fs::File::open(dir)
