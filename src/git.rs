@@ -55,6 +55,17 @@ impl Repo {
         }
     }
 
+    /// A bare repository whose own configuration is not trusted (a static
+    /// mirror's directory, which a web server's sync account may write):
+    /// its git runs pinned, so that file cannot choose hooks or programs.
+    pub fn untrusted_bare(git_dir: &Path) -> Repo {
+        Repo {
+            path: git_dir.to_path_buf(),
+            kind: Kind::Deploy { config: None },
+            quarantine: None,
+        }
+    }
+
     /// Root's repository: what the node deploys from.
     pub fn deploy(node: &Node) -> Repo {
         Repo::bare(&node.deploy_repo()).pinned(node)

@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::errno::Errno;
@@ -67,17 +68,7 @@ impl DeployLock {
     /// members running root's side at once cannot each fill a quarantine.
     /// Not the deploy lock: a slow sender never holds up a pull.
     pub fn receiving(node: &Node) -> Result<Flock<File>> {
-        let path = node.state().join("receive.lock");
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open `{}`", path.display()))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("cannot lock `{}`", path.display()))
+        exclusive(&node.state().join("receive.lock"))
     }
 
     /// Whether a deploy holds the lock right now (for `status`).
@@ -90,6 +81,22 @@ impl DeployLock {
             Err((_, Errno::EWOULDBLOCK))
         )
     }
+}
+
+/// Waits for, then holds, an exclusive lock on `path` (made 0600 if new)
+/// until the returned value is dropped. Only in directories root alone
+/// writes.
+pub fn exclusive(path: &Path) -> Result<Flock<File>> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock `{}`", path.display()))
 }
 
 fn read_holder(file: &mut File) -> String {

@@ -91,7 +91,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
 
 /// The mirror at `dest`, made if new; anything else there is refused.
 fn prepare(dest: &Path) -> Result<Repo> {
-    let mirror = Repo::bare(dest);
+    let mirror = Repo::untrusted_bare(dest);
     let empty = match fs::read_dir(dest) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -114,7 +114,7 @@ fn prepare(dest: &Path) -> Result<Repo> {
         return Ok(mirror);
     }
     // Readable by all whatever the umask: a web server serves it.
-    let mut init = crate::git::command();
+    let mut init = crate::git::pinned(None);
     init.args(["init", "--quiet", "--bare", "--shared=0644", "--"])
         .arg(dest);
     crate::git::output(&mut init).map_err(|e| {

@@ -273,10 +273,15 @@ fn fetch_all(
         .map(|remote| start_fetch(node, repo, remote, branch))
         .collect();
     let deadline = Instant::now() + timeout;
+    // A scratch repository's lock is held until what it fetched is taken in.
+    let mut locks = Vec::new();
     let failures: Vec<Option<String>> = started
         .into_iter()
         .map(|started| match started {
-            Ok((child, stderr)) => wait_fetch(child, stderr, deadline).err(),
+            Ok(started) => {
+                locks.push(started.scratch_lock);
+                wait_fetch(started.child, started.stderr, deadline).err()
+            }
             Err(e) => Some(format!("{e:#}")),
         })
         .collect();
@@ -308,6 +313,7 @@ fn fetch_all(
             decision,
         });
     }
+    drop(locks);
     Ok((fetched, refs))
 }
 
@@ -349,21 +355,29 @@ fn tracking_ref(remote: &Remote, branch: &str) -> String {
     format!("refs/remotes/{}/{branch}", remote.name)
 }
 
-/// Starts `git fetch URL`; its stderr goes to a file so it cannot block.
-fn start_fetch(
-    node: &Node,
-    repo: &Repo,
-    remote: &Remote,
-    branch: &str,
-) -> Result<(Child, std::fs::File)> {
-    let (target, dest) = if remote.is_http() {
+/// A fetch under way.
+struct Started {
+    child: Child,
+    /// Where its stderr goes, a file so that it cannot block.
+    stderr: std::fs::File,
+    /// An HTTP remote's scratch repository is one pull's at a time: two
+    /// fetches into it (the first-pull unit and the timer's) collide.
+    scratch_lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Starts `git fetch URL`.
+fn start_fetch(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Result<Started> {
+    let (target, dest, scratch_lock) = if remote.is_http() {
         // Into the scratch repository; `take_in_http` verifies and copies.
+        let lock = scratch_dir(node).join(format!("{}.lock", remote.name));
+        let lock = crate::lock::exclusive(&lock)?;
         (
             scratch_repo(node, remote)?,
             format!("refs/heads/{}", remote.name),
+            Some(lock),
         )
     } else {
-        (repo.clone(), tracking_ref(remote, branch))
+        (repo.clone(), tracking_ref(remote, branch), None)
     };
     let mut cmd = target.command();
     if remote.source == remotes::Source::Members {
@@ -390,7 +404,11 @@ fn start_fetch(
     // helpers with it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().context("cannot run git fetch")?;
-    Ok((child, stderr))
+    Ok(Started {
+        child,
+        stderr,
+        scratch_lock,
+    })
 }
 
 /// Where HTTP remotes are fetched first: one repository each, since two
@@ -401,11 +419,9 @@ fn scratch_dir(node: &Node) -> PathBuf {
 }
 
 /// The root-only repository `remote` (an HTTP one) is fetched into first.
+/// Remote names are checked to be plain file names (remotes::check_name).
 fn scratch_repo(node: &Node, remote: &Remote) -> Result<Repo> {
-    let dir = scratch_dir(node);
-    paths::ensure_dir(&dir, 0o700, nix::unistd::Gid::from_raw(0))?;
-    // Remote names are checked to be plain file names (remotes::check_name).
-    let path = dir.join(format!("{}.git", remote.name));
+    let path = scratch_dir(node).join(format!("{}.git", remote.name));
     if !path.join("HEAD").exists() {
         let mut cmd = git::pinned(None);
         cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
@@ -415,20 +431,27 @@ fn scratch_repo(node: &Node, remote: &Remote) -> Result<Repo> {
     Ok(Repo::bare(&path).pinned(node))
 }
 
-/// Removes the scratch repositories of remotes that are gone or no longer
-/// HTTP.
+/// Removes the scratch repositories (and locks) of remotes that are gone or
+/// no longer HTTP, and makes their directory, root's alone, if missing. A
+/// removal that fails is a warning: the next pull tries again.
 fn prune_scratch_repos(node: &Node, remotes: &[Remote]) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(scratch_dir(node)) else {
-        return Ok(());
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
+    let dir = scratch_dir(node);
+    paths::ensure_dir(&dir, 0o700, nix::unistd::Gid::from_raw(0))?;
+    for entry in std::fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
         let name = entry.file_name();
-        let kept = remotes
-            .iter()
-            .any(|r| r.is_http() && name.to_str() == Some(&format!("{}.git", r.name)));
-        if !kept {
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("cannot remove `{}`", entry.path().display()))?;
+        let kept = remotes.iter().filter(|r| r.is_http()).any(|r| {
+            [".git", ".lock"]
+                .iter()
+                .any(|ext| name.to_str() == Some(&format!("{}{ext}", r.name)))
+        });
+        let path = entry.path();
+        let removed = match (kept, entry.file_type()) {
+            (true, _) => Ok(()),
+            (false, Ok(t)) if t.is_dir() => std::fs::remove_dir_all(&path),
+            (false, _) => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            eprintln!("troops: warning: cannot remove `{}`: {e}", path.display());
         }
     }
     Ok(())
@@ -480,6 +503,32 @@ fn ssh_command(node: &Node) -> String {
     command
 }
 
+/// What git fetch said went wrong, without the advice git appends to every
+/// failed SSH fetch ("Please make sure you have the correct access
+/// rights..."), which would hide ssh's own reason.
+fn fetch_failure(stderr: &str) -> String {
+    const BOILERPLATE: &[&str] = &[
+        "fatal: Could not read from remote repository.",
+        "Please make sure you have the correct access rights",
+        "and the repository exists.",
+    ];
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !BOILERPLATE.contains(l))
+        .collect();
+    match lines.as_slice() {
+        [] => stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        lines => lines[lines.len().saturating_sub(2)..].join(" / "),
+    }
+}
+
 /// Waits for a fetch until `deadline`, then kills its process group.
 fn wait_fetch(
     mut child: Child,
@@ -497,15 +546,10 @@ fn wait_fetch(
                 &mut std::io::Read::take(&mut stderr, 64 * 1024),
                 &mut text,
             );
-            let last = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
             return Err(format!(
                 "git fetch {}: {}",
                 crate::stream::explain(status),
-                remotes::redact(last.trim())
+                remotes::redact(&fetch_failure(&text))
             ));
         }
         if Instant::now() >= deadline {
@@ -795,5 +839,28 @@ fn finish(node: &Node, report: &Report) -> Result<()> {
             eprintln!("troops: pull: nothing new");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_ssh_fetch_says_what_ssh_said() {
+        let stderr = "kex_exchange_identification: read: Connection reset by peer\n\
+                      Connection reset by 127.0.0.10 port 22\n\
+                      fatal: Could not read from remote repository.\n\n\
+                      Please make sure you have the correct access rights\n\
+                      and the repository exists.\n";
+        assert_eq!(
+            fetch_failure(stderr),
+            "kex_exchange_identification: read: Connection reset by peer / \
+             Connection reset by 127.0.0.10 port 22"
+        );
+        assert_eq!(
+            fetch_failure("fatal: unable to access 'https://h/': SSL certificate problem\n"),
+            "fatal: unable to access 'https://h/': SSL certificate problem"
+        );
     }
 }

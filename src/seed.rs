@@ -35,8 +35,8 @@ use crate::{imds, init, instance, pull, remotes};
 /// {name, url}), `roles`, `branch`, `signatures` (none, ssh, gpg),
 /// `allowed_signers`, `gpg_keys`, `pull_interval`, `known_hosts` (git
 /// servers' host keys, pinned in /etc/troops/known_hosts) and `https_ca`
-/// (the CA that HTTPS remotes such as static mirrors must chain to, pinned
-/// in /etc/troops/https-ca.pem); user-data may also
+/// (the one CA the seed's HTTPS remotes, such as static mirrors, must chain
+/// to: /etc/troops/https-ca.pem); user-data may also
 /// be a #cloud-config whose write_files writes /etc/troops/seed.yaml. Every
 /// value is checked before anything is applied. Remotes go to root's
 /// /etc/troops/gitconfig (0600), since their URLs may carry credentials.
@@ -261,9 +261,7 @@ fn apply(node: &Node, seed: &Seed, source: &str, instance: Option<&str>) -> Resu
         replace_dir(&keyring, &node.etc().join("gnupg"))?;
     }
     if let Some(ca) = &seed.https_ca {
-        let path = node.etc().join("https-ca.pem");
-        write_atomically_mode(&path, ca.as_bytes(), 0o644)?;
-        set_git_config(node, "http.sslCAInfo", &path.to_string_lossy())?;
+        pin_https_ca(node, ca, &seed.remotes)?;
     }
     for remote in &seed.remotes {
         set_git_config(node, &format!("remote.{}.url", remote.name), &remote.url)?;
@@ -374,6 +372,31 @@ fn replace_dir(new: &Path, old: &Path) -> Result<()> {
     }
     fs::rename(new, old).with_context(|| format!("cannot install `{}`", old.display()))?;
     let _ = fs::remove_dir_all(&previous);
+    Ok(())
+}
+
+/// Makes `ca` the only CA the seed's HTTPS remotes may chain to. git's
+/// `http.sslCAInfo` alone adds to the system's store (curl still reads
+/// /etc/ssl/certs), so `http.sslCAPath` names a directory without any; both
+/// are set per URL, leaving other remotes (members' public ones) the
+/// system's CAs.
+fn pin_https_ca(node: &Node, ca: &str, remotes: &[seed_doc::Remote]) -> Result<()> {
+    let file = node.etc().join("https-ca.pem");
+    write_atomically_mode(&file, ca.as_bytes(), 0o644)?;
+    let none = node.etc().join("https-ca.d");
+    crate::paths::ensure_dir(&none, 0o755, nix::unistd::Gid::from_raw(0))?;
+    for remote in remotes.iter().filter(|r| r.url.starts_with("https://")) {
+        set_git_config(
+            node,
+            &format!("http.{}.sslCAInfo", remote.url),
+            &file.to_string_lossy(),
+        )?;
+        set_git_config(
+            node,
+            &format!("http.{}.sslCAPath", remote.url),
+            &none.to_string_lossy(),
+        )?;
+    }
     Ok(())
 }
 

@@ -265,9 +265,29 @@ fn release(version: &str) -> Option<Vec<u64>> {
 /// wheel's `version` meets. Anything this does not understand (extras,
 /// markers, options, pre-releases) is left to pip.
 fn only_bundled(reqs: &[u8], version: &[u64]) -> bool {
-    String::from_utf8_lossy(reqs)
-        .lines()
-        .map(|line| line.split('#').next().unwrap_or_default().trim())
+    let Ok(text) = std::str::from_utf8(reqs) else {
+        return false;
+    };
+    // pip also ends lines at these (str.splitlines) and joins a line ending
+    // in a backslash with the next: read such a file as pip does, not here.
+    let odd_break = |c: char| {
+        matches!(
+            c,
+            '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1e' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        )
+    };
+    if text.contains(odd_break) || text.lines().any(|l| l.trim_end().ends_with('\\')) {
+        return false;
+    }
+    text.lines()
+        .map(|line| match line.find('#') {
+            // A comment starts a line or follows whitespace; pip refuses
+            // `name#x`, and so it is left to pip.
+            Some(0) => "",
+            Some(i) if line[..i].ends_with(char::is_whitespace) => line[..i].trim(),
+            Some(_) => "#",
+            None => line.trim(),
+        })
         .filter(|line| !line.is_empty())
         .all(|line| {
             let name_end = line
@@ -568,6 +588,9 @@ mod tests {
             "pydebianadmin[extra]",
             "pydebianadmin ; python_version > '3'",
             "-e ./pydebianadmin",
+            "pydebianadmin # bundled\rrequests",
+            "pydebianadmin \\\nrequests",
+            "pydebianadmin#x",
         ] {
             assert!(!only_bundled(not.as_bytes(), &v), "{not}");
         }

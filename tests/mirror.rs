@@ -9,6 +9,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::nginx::{Certificate, Nginx};
 use common::signer::Signer;
@@ -219,10 +220,146 @@ fn publish_refuses_a_directory_it_did_not_make_and_updates_its_own() {
         .count();
     assert_eq!(listed, on_disk, "{packs}");
     assert!(listed <= 51, "{listed} packs");
+    // Whoever else can write the mirror (a sync account) cannot make the
+    // publisher run a hook through its config.
+    let hooks = work.path().join("hooks");
+    fs::create_dir_all(&hooks).unwrap();
+    let planted = work.path().join("hook-ran");
+    let hook = hooks.join("reference-transaction");
+    fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", planted.display())).unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = mirror.join("config");
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[core]\n\thooksPath = {}\n", hooks.display()));
+    fs::write(&config, text).unwrap();
+    repo.commit(&[("deploy.py", "print('after the plant')\n")]);
+    troops_publish(repo.path(), &mirror).success();
+    assert!(!planted.exists(), "publish ran the mirror's hook");
     // A web server reads it whatever the publisher's umask.
     let mode = fs::metadata(mirror.join("info/refs"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o444, 0o444);
+}
+
+/// Two pulls at once (the first-pull unit and the timer's) share a mirror's
+/// scratch repository: the second waits for the first instead of fetching
+/// into it at the same time, and both succeed.
+#[test]
+fn two_pulls_at_once_from_one_mirror_both_succeed() {
+    let work = tempfile::tempdir().unwrap();
+    let www = work.path().join("www");
+    let tls = Certificate::self_signed(work.path(), ADDRESS);
+    let repo = DeployRepo::new();
+    let files: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("data/{i}.txt"), format!("file {i}\n")))
+        .collect();
+    let mut commit: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    commit.push(("deploy.py", "print('many files')\n"));
+    repo.commit(&commit);
+    troops_publish(repo.path(), &www.join("deploy.git")).success();
+    let nginx = Nginx::serve_https(&www, ADDRESS, &tls);
+    let node = Node::new();
+    node.troops(["init"]).success();
+    node.add_remote(
+        "mirror",
+        &format!("https://{ADDRESS}:{}/deploy.git", nginx.port),
+    );
+    let out = common::clean_command("git", &node.home())
+        .args(["config", "--file"])
+        .arg(node.root().join("etc/troops/gitconfig"))
+        .args(["http.sslCAInfo", tls.cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    Run::from(out).success();
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            node.command(["pull"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let out = pull.wait_with_output().unwrap();
+        Run::from(out).success();
+    }
+    assert_eq!(node.branch(), Some(repo.head()));
+}
+
+/// The seed's `https_ca` is the only CA its HTTPS remotes may chain to: a
+/// mirror whose certificate a CA of the system's store signed (anyone can
+/// buy one for a name) is refused. The node's /etc/ssl/certs is replaced, in
+/// a mount namespace of the pull's own, by a store that trusts that CA.
+#[test]
+fn the_seeds_ca_is_a_pin_not_one_more_trusted_ca() {
+    let work = tempfile::tempdir().unwrap();
+    let public_ca = Certificate::self_signed(&work.path().join("public"), ADDRESS);
+    let store = work.path().join("store");
+    fs::create_dir_all(&store).unwrap();
+    fs::copy(&public_ca.cert, store.join("public-ca.pem")).unwrap();
+    let out = Command::new("openssl")
+        .arg("rehash")
+        .arg(&store)
+        .output()
+        .unwrap();
+    Run::from(out).success();
+    let served = Certificate::signed_by(&public_ca, &work.path().join("served"), ADDRESS);
+    let ops_ca = Certificate::self_signed(&work.path().join("ops"), ADDRESS);
+
+    let repo = DeployRepo::with("print('from the mirror')\n");
+    let www = work.path().join("www");
+    troops_publish(repo.path(), &www.join("deploy.git")).success();
+    let nginx = Nginx::serve_https(&www, ADDRESS, &served);
+    let url = format!("https://{ADDRESS}:{}/deploy.git", nginx.port);
+    let pull_with_store = |node: &Node| {
+        let out = common::clean_command("unshare", &node.home())
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/ssl/certs && shift && exec \"$@\"")
+            .arg("sh")
+            .arg(&store)
+            .arg(env!("CARGO_BIN_EXE_troops"))
+            .arg("--root")
+            .arg(node.root())
+            .arg("pull")
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    let seeded = |ca: Option<&Certificate>| {
+        let node = Node::new();
+        let mut seed = format!("troops:\n  remotes: [{{name: mirror, url: '{url}'}}]\n");
+        if let Some(ca) = ca {
+            let pem = fs::read_to_string(&ca.cert).unwrap();
+            seed.push_str(&format!(
+                "  https_ca: |\n    {}\n",
+                pem.trim_end().replace('\n', "\n    ")
+            ));
+        }
+        let file = node.dir.path().join("seed.yaml");
+        fs::write(&file, seed).unwrap();
+        node.troops(["seed", "--no-pull", "--file", file.to_str().unwrap()])
+            .success();
+        node
+    };
+
+    // Control: without a pin, the (replaced) system store is trusted.
+    let trusting = seeded(None);
+    let run = pull_with_store(&trusting).success();
+    assert!(run.stderr.contains("from the mirror"), "{}", run.stderr);
+
+    let pinned = seeded(Some(&ops_ca));
+    let run = pull_with_store(&pinned);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot fetch `mirror`") && run.stderr.contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(pinned.branch(), None);
 }

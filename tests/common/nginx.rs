@@ -25,6 +25,7 @@ pub struct Certificate {
 
 impl Certificate {
     pub fn self_signed(dir: &Path, ip: Ipv4Addr) -> Certificate {
+        fs::create_dir_all(dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
@@ -33,6 +34,46 @@ impl Certificate {
             .args(["-addext", &format!("subjectAltName=IP:{ip}")])
             .arg("-keyout")
             .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        Run::from(out).success();
+        Certificate { cert, key }
+    }
+}
+
+impl Certificate {
+    /// A certificate for `ip` signed by `ca` (a self-signed one), in `dir`.
+    pub fn signed_by(ca: &Certificate, dir: &Path, ip: Ipv4Addr) -> Certificate {
+        fs::create_dir_all(dir).unwrap();
+        let (cert, key, csr) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("req.pem"),
+        );
+        let out = Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-subj", &format!("/CN={ip}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .output()
+            .unwrap();
+        Run::from(out).success();
+        let ext = dir.join("ext.cnf");
+        fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).unwrap();
+        let out = Command::new("openssl")
+            .args(["x509", "-req", "-days", "1", "-CAcreateserial", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca.cert)
+            .arg("-CAkey")
+            .arg(&ca.key)
+            .arg("-extfile")
+            .arg(&ext)
             .arg("-out")
             .arg(&cert)
             .output()
