@@ -531,28 +531,14 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the fleet benchmark starts namespaced nodes: run it as root"
     );
-    let tools = top().join("target/bench-fleet/tools");
-    if o.tools.iter().any(|t| t == "ansible" || t == "pyinfra") {
-        eprintln!(
-            "fleet: making the peers' virtualenvs in {} (once)",
-            tools.display()
-        );
-        let status = Command::new(top().join("bench/fleet/setup-tools"))
-            .arg(&tools)
-            .status()
-            .unwrap();
-        assert!(status.success(), "bench/fleet/setup-tools failed");
-    }
+    let tools = if o.tools.iter().any(|t| t == "ansible" || t == "pyinfra") {
+        common::peer_tools()
+    } else {
+        top().join("target/bench-fleet/tools")
+    };
 
     // The PyDebianAdmin wheel, bundled on the nodes as the package does.
-    let wheels = tempfile::tempdir().unwrap();
-    let status = Command::new("python3")
-        .arg(top().join("python/pydebianadmin/build_wheel.py"))
-        .arg(wheels.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the PyDebianAdmin wheel failed");
+    let wheels = common::bundled_wheels();
     let wheel_files: Vec<PathBuf> = fs::read_dir(wheels.path())
         .unwrap()
         .map(|e| e.unwrap().path())

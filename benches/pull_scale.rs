@@ -34,7 +34,7 @@ mod common;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Client, SshNode};
@@ -268,24 +268,12 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the pull-scale benchmark starts a namespaced git server and cgroups: run it as root"
     );
-    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tools = top.join("target/bench-fleet/tools");
-    if o.ansible_nodes > 0 {
-        eprintln!("pull-scale: ansible-core in {} (once)", tools.display());
-        let status = Command::new(top.join("bench/fleet/setup-tools"))
-            .arg(&tools)
-            .status()
-            .unwrap();
-        assert!(status.success(), "bench/fleet/setup-tools failed");
-    }
-    let wheels = tempfile::tempdir().unwrap();
-    let status = Command::new("python3")
-        .arg(top.join("python/pydebianadmin/build_wheel.py"))
-        .arg(wheels.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the PyDebianAdmin wheel failed");
+    let tools = if o.ansible_nodes > 0 {
+        common::peer_tools()
+    } else {
+        PathBuf::new()
+    };
+    let wheels = common::bundled_wheels();
 
     // This process and all it starts count as the nodes' side; the servers
     // are moved to a cgroup of their own.

@@ -4,21 +4,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
 use common::{DeployRepo, Node};
-
-/// Builds the PyDebianAdmin wheel into `dir`, as the package does.
-fn build_wheel(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pydebianadmin/build_wheel.py");
-    let out = Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .unwrap();
-    common::Run::from(out).success();
-}
 
 const MOTD: &str = r#"
 import os
@@ -30,8 +17,7 @@ files.file(os.environ["TROOPS_ROOT"] + "/motd", content="welcome to CONTENT\n", 
 #[test]
 fn dry_run_reports_the_change_and_changes_nothing() {
     let node = Node::new();
-    let wheels = tempfile::tempdir().unwrap();
-    build_wheel(wheels.path());
+    let wheels = common::bundled_wheels();
     let repo = DeployRepo::new();
     repo.commit(&[
         ("deploy.py", &MOTD.replace("CONTENT", "v1")),
@@ -85,8 +71,7 @@ fn dry_run_reports_the_change_and_changes_nothing() {
 #[test]
 fn the_bundled_library_needs_no_pip_and_deploy_py_can_still_run_pip() {
     let node = Node::new();
-    let wheels = tempfile::tempdir().unwrap();
-    build_wheel(wheels.path());
+    let wheels = common::bundled_wheels();
     let deploy_py = format!(
         r#"
 import importlib.metadata, os, subprocess, sys, sysconfig

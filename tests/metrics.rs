@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::nginx::wait_until_listening;
 use common::{DeployRepo, Node};
 
 const ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 76);
@@ -37,11 +37,9 @@ impl NodeExporter {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(SocketAddrV4::new(ADDRESS, port)).is_err() {
-            assert!(Instant::now() < deadline, "node exporter did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(SocketAddrV4::new(ADDRESS, port), || {
+            "node exporter did not start".to_owned()
+        });
         NodeExporter { child, port }
     }
 

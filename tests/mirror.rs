@@ -269,13 +269,7 @@ fn two_pulls_at_once_from_one_mirror_both_succeed() {
         "mirror",
         &format!("https://{ADDRESS}:{}/deploy.git", nginx.port),
     );
-    let out = common::clean_command("git", &node.home())
-        .args(["config", "--file"])
-        .arg(node.root().join("etc/troops/gitconfig"))
-        .args(["http.sslCAInfo", tls.cert.to_str().unwrap()])
-        .output()
-        .unwrap();
-    Run::from(out).success();
+    node.set_root_git_config("http.sslCAInfo", tls.cert.to_str().unwrap());
     let pulls: Vec<_> = (0..2)
         .map(|_| {
             node.command(["pull"])

@@ -78,13 +78,7 @@ fn pull_fetches_over_https_once_the_certificate_is_trusted() {
     node.git(&["config", "http.sslCAInfo", ca.to_str().unwrap()])
         .success();
     node.troops(["pull"]).failure();
-    let out = common::clean_command("git", &node.home())
-        .args(["config", "--file"])
-        .arg(node.root().join("etc/troops/gitconfig"))
-        .args(["http.sslCAInfo", ca.to_str().unwrap()])
-        .output()
-        .unwrap();
-    Run::from(out).success();
+    node.set_root_git_config("http.sslCAInfo", ca.to_str().unwrap());
     let run = node.troops(["pull"]).success();
     assert!(run.stderr.contains("pulled over https"), "{}", run.stderr);
     assert_eq!(node.branch(), Some(repo.head()));
@@ -130,16 +124,10 @@ fn a_static_mirror_is_verified_before_anything_uses_it() {
         "mirror",
         &format!("https://127.0.0.1:{}/static/deploy.git", server.port),
     );
-    let out = common::clean_command("git", &node.home())
-        .args(["config", "--file"])
-        .arg(node.root().join("etc/troops/gitconfig"))
-        .args([
-            "http.sslCAInfo",
-            tls.path().join("cert.pem").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    Run::from(out).success();
+    node.set_root_git_config(
+        "http.sslCAInfo",
+        tls.path().join("cert.pem").to_str().unwrap(),
+    );
     // Control: a well-formed commit arrives over the dumb protocol and deploys.
     let run = node.troops(["pull"]).success();
     assert!(

@@ -70,6 +70,34 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Comma
     cmd
 }
 
+/// A directory holding the PyDebianAdmin wheel, built as the package builds
+/// the wheels it bundles (what TROOPS_WHEELS points at).
+pub fn bundled_wheels() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/pydebianadmin/build_wheel.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    Run::from(out).success();
+    dir
+}
+
+/// The peers' tools (ansible-core, pyinfra from PyPI) for the benchmarks,
+/// installed once under target/bench-fleet/tools by bench/fleet/setup-tools.
+pub fn peer_tools() -> PathBuf {
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tools = top.join("target/bench-fleet/tools");
+    eprintln!("the peers' tools in {} (installed once)", tools.display());
+    let status = Command::new(top.join("bench/fleet/setup-tools"))
+        .arg(&tools)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bench/fleet/setup-tools failed");
+    tools
+}
+
 /// Whether a process whose command line contains `marker` is running.
 pub fn running(marker: &str) -> bool {
     fs::read_dir("/proc")
@@ -176,12 +204,17 @@ impl Node {
     /// Adds a remote to root's pull configuration, /etc/troops/gitconfig
     /// (local paths are fetched only from there).
     pub fn add_remote(&self, name: &str, url: &str) {
+        self.set_root_git_config(&format!("remote.{name}.url"), url);
+    }
+
+    /// Sets `key` in root's /etc/troops/gitconfig, as an admin would.
+    pub fn set_root_git_config(&self, key: &str, value: &str) {
         let etc = self.root().join("etc/troops");
         fs::create_dir_all(&etc).unwrap();
         let out = clean_command("git", &self.home())
             .args(["config", "--file"])
             .arg(etc.join("gitconfig"))
-            .args(["--replace-all", &format!("remote.{name}.url"), url])
+            .args(["--replace-all", key, value])
             .output()
             .unwrap();
         Run::from(out).success();

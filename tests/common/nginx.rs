@@ -132,15 +132,12 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(SocketAddrV4::new(address, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
+        wait_until_listening(SocketAddrV4::new(address, port), || {
+            format!(
                 "nginx did not start: {}",
                 fs::read_to_string(work.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        });
         Nginx { child, port, work }
     }
 
@@ -156,6 +153,16 @@ impl Nginx {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// Waits up to 20 s for a server to accept connections on `address`; past
+/// that, fails with `why()`.
+pub fn wait_until_listening(address: SocketAddrV4, why: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
