@@ -9,7 +9,8 @@
 //! (the nodes' side), so CPU time is read from the cgroups' `cpu.stat`.
 //!
 //! Every node (`troops --root DIR`, a PyDebianAdmin deployment already
-//! deployed) pulls once per row, one node after another, with nothing new:
+//! deployed) pulls once per row, with nothing new, one node after another
+//! and on each node the rows in turn:
 //!
 //! - the floor: one bare `git fetch` of the deploy branch into the node's
 //!   repository, with the same transport settings;
@@ -163,6 +164,15 @@ struct Transport {
     env: Vec<(&'static str, String)>,
 }
 
+/// One way of pulling, run on the first `nodes` nodes.
+struct Tool<'a> {
+    name: &'static str,
+    nodes: usize,
+    command: Box<dyn Fn(&Node) -> Command + 'a>,
+    /// Whether the run did what a no-change pull does.
+    check: Box<dyn Fn(&Run) -> bool + 'a>,
+}
+
 /// CPU and wall time of one row, per pull.
 struct Row {
     transport: &'static str,
@@ -182,41 +192,51 @@ struct Bench {
 }
 
 impl Bench {
-    /// Runs `command(node)` for each of the first `n` nodes, one after
-    /// another, and reports the CPU both sides used per run.
-    fn measure(
-        &self,
-        transport: &Transport,
-        tool: &str,
-        n: usize,
-        command: impl Fn(&Node) -> Command,
-        check: impl Fn(&Run) -> bool,
-    ) -> Row {
-        eprintln!("pull-scale: {} {tool}: {n} nodes", transport.name);
-        let (client, server, started) = (
-            self.client_cg.usage(),
-            self.server_cg.usage(),
-            Instant::now(),
-        );
-        for node in &self.nodes[..n] {
-            let run = Run::from(command(node).output().unwrap());
-            assert!(
-                run.code == Some(0) && check(&run),
-                "{tool} over {} failed or changed something:\n{}\n{}",
-                transport.name,
-                run.stdout,
-                run.stderr
-            );
+    /// Runs each tool on the first `n` nodes it takes, node by node (the
+    /// floor, then Troops, then the peer on the same node), so that a drift
+    /// of the machine's speed during the run weighs on all of them alike;
+    /// reports the CPU both sides used per run of each.
+    fn measure(&self, transport: &Transport, tools: &[Tool]) -> Vec<Row> {
+        let mut used = vec![(Duration::ZERO, Duration::ZERO, Duration::ZERO); tools.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for (tool, used) in tools.iter().zip(&mut used) {
+                if i >= tool.nodes {
+                    continue;
+                }
+                let (client, server, started) = (
+                    self.client_cg.usage(),
+                    self.server_cg.usage(),
+                    Instant::now(),
+                );
+                let run = Run::from((tool.command)(node).output().unwrap());
+                used.0 += self.client_cg.usage() - client;
+                used.1 += self.server_cg.usage() - server;
+                used.2 += started.elapsed();
+                assert!(
+                    run.code == Some(0) && (tool.check)(&run),
+                    "{} over {} failed or changed something:\n{}\n{}",
+                    tool.name,
+                    transport.name,
+                    run.stdout,
+                    run.stderr
+                );
+            }
         }
-        let per = |d: Duration| d / n as u32;
-        Row {
-            transport: transport.name,
-            tool: tool.to_owned(),
-            pulls: n,
-            node: per(self.client_cg.usage() - client),
-            server: per(self.server_cg.usage() - server),
-            wall: per(started.elapsed()),
-        }
+        tools
+            .iter()
+            .zip(used)
+            .map(|(tool, (node, server, wall))| {
+                let per = |d: Duration| d / tool.nodes as u32;
+                Row {
+                    transport: transport.name,
+                    tool: tool.name.to_owned(),
+                    pulls: tool.nodes,
+                    node: per(node),
+                    server: per(server),
+                    wall: per(wall),
+                }
+            })
+            .collect()
     }
 
     fn use_transport(&self, transport: &Transport) {
@@ -388,29 +408,30 @@ fn main() {
         for node in &bench.nodes {
             Run::from(bench.troops(node, transport).output().unwrap()).success();
         }
-        rows.push(bench.measure(
-            transport,
-            "git fetch (floor)",
-            o.nodes,
-            |n| bench.floor(n, transport),
-            |_| true,
-        ));
-        rows.push(bench.measure(
-            transport,
-            "troops pull",
-            o.nodes,
-            |n| bench.troops(n, transport),
-            |run| run.stderr.contains("nothing new"),
-        ));
+        eprintln!("pull-scale: {}: {} nodes", transport.name, o.nodes);
+        let mut tools = vec![
+            Tool {
+                name: "git fetch (floor)",
+                nodes: o.nodes,
+                command: Box::new(|n| bench.floor(n, transport)),
+                check: Box::new(|_| true),
+            },
+            Tool {
+                name: "troops pull",
+                nodes: o.nodes,
+                command: Box::new(|n| bench.troops(n, transport)),
+                check: Box::new(|run| run.stderr.contains("nothing new")),
+            },
+        ];
         if ansible_n > 0 {
-            rows.push(bench.measure(
-                transport,
-                "ansible-pull --only-if-changed",
-                ansible_n,
-                |n| bench.ansible_pull(n, transport),
-                |run| run.stdout.contains("has not changed"),
-            ));
+            tools.push(Tool {
+                name: "ansible-pull --only-if-changed",
+                nodes: ansible_n,
+                command: Box::new(|n| bench.ansible_pull(n, transport)),
+                check: Box::new(|run| run.stdout.contains("has not changed")),
+            });
         }
+        rows.extend(bench.measure(transport, &tools));
     }
     let seed = seed_to_first_deploy(&bench, &https_url, &tls);
     print_table(&rows, o.nodes, seed);

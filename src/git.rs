@@ -8,6 +8,7 @@
 //! replace objects, no hooks, and fsck on every object that arrives, so that
 //! nothing a member or a remote wrote can choose what root's git runs.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -144,6 +145,42 @@ impl Repo {
         Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
     }
 
+    /// The commit each ref matching `globs` names (an annotated tag counts
+    /// as the commit it tags; a ref naming anything else, or an object that
+    /// is missing, as none). Read in-process with libgit2, for root's own
+    /// repositories: every pull reads them, and a git process costs a
+    /// no-change pull about as much as its own work.
+    pub fn commit_refs(&self, globs: &[&str]) -> Result<HashMap<String, String>> {
+        let repo = self.open_in_process()?;
+        let mut commits = HashMap::new();
+        for glob in globs {
+            for reference in repo.references_glob(glob)?.flatten() {
+                if let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) {
+                    commits.insert(name.to_owned(), commit.id().to_string());
+                }
+            }
+        }
+        Ok(commits)
+    }
+
+    /// The object `name` names, without reading it (what a remote served,
+    /// which `git index-pack --strict` is still to check), if it exists.
+    pub fn ref_target(&self, name: &str) -> Result<Option<String>> {
+        let repo = self.open_in_process()?;
+        let reference = match repo.find_reference(name) {
+            Ok(reference) => reference,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(reference.resolve()?.target().map(|id| id.to_string()))
+    }
+
+    fn open_in_process(&self) -> Result<git2::Repository> {
+        ignore_system_and_user_config_in_process();
+        git2::Repository::open_bare(&self.path)
+            .with_context(|| format!("cannot open `{}`", self.path.display()))
+    }
+
     /// Whether `ancestor` is an ancestor of (or is) `descendant`.
     pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
         let mut cmd = self.command();
@@ -229,6 +266,27 @@ pub fn pinned(config: Option<&Path>) -> Command {
             .arg(format!("protocol.{protocol}.allow=always"));
     }
     cmd
+}
+
+/// libgit2 reads no system, XDG or user configuration, as `pinned()` tells
+/// the git command: nothing outside root's repositories chooses how root
+/// reads them.
+fn ignore_system_and_user_config_in_process() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // SAFETY: called once, before any libgit2 repository is open,
+            // from the thread that opens them.
+            if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
+                eprintln!("troops: warning: libgit2 keeps its configuration search path: {e}");
+            }
+        }
+    });
 }
 
 fn spawn_output(cmd: &mut Command) -> Result<Output> {

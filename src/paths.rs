@@ -135,7 +135,22 @@ pub fn troops_gid() -> Gid {
 
 /// The group `troops`, whose members may push.
 pub fn troops_group() -> Option<Gid> {
-    Group::from_name("troops").ok().flatten().map(|g| g.gid)
+    // /etc/group first, where the package's addgroup puts it: asking NSS
+    // loads its modules (systemd's), which cost a no-change pull more than
+    // all of its own work.
+    group_in_file(Path::new("/etc/group"), "troops")
+        .or_else(|| Group::from_name("troops").ok().flatten().map(|g| g.gid))
+}
+
+/// `name`'s gid in a group(5) file, if the file lists it.
+fn group_in_file(path: &Path, name: &str) -> Option<Gid> {
+    fs::read_to_string(path).ok()?.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        fields.nth(1)?.parse().ok().map(Gid::from_raw)
+    })
 }
 
 /// The directories every deploy needs, with their owners and modes.
@@ -350,6 +365,19 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_is_found_by_its_exact_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("group");
+        fs::write(
+            &file,
+            "root:x:0:\ntroops-old:x:998:\ntroops:x:999:alice,bob\nbroken\n",
+        )
+        .unwrap();
+        assert_eq!(group_in_file(&file, "troops"), Some(Gid::from_raw(999)));
+        assert_eq!(group_in_file(&file, "nobody"), None);
+    }
 
     #[test]
     fn every_path_is_below_the_root() {

@@ -322,27 +322,7 @@ struct Refs(std::collections::HashMap<String, String>);
 
 impl Refs {
     fn read(repo: &Repo) -> Result<Refs> {
-        // A ref naming an annotated tag counts as the commit it tags, as
-        // `rev-parse REF^{commit}` would; one naming anything else, as none.
-        let out = repo.run([
-            "for-each-ref",
-            "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objecttype)%00%(*objectname)",
-            "refs/heads",
-            "refs/remotes",
-        ])?;
-        let refs = out
-            .lines()
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split('\0').collect();
-                let commit = match f.as_slice() {
-                    [name, "commit", id, ..] => (*name, *id),
-                    [name, "tag", _, "commit", id] => (*name, *id),
-                    _ => return None,
-                };
-                Some((commit.0.to_owned(), commit.1.to_owned()))
-            })
-            .collect();
-        Ok(Refs(refs))
+        Ok(Refs(repo.commit_refs(&["refs/heads/*", "refs/remotes/*"])?))
     }
 
     fn get(&self, name: &str) -> Option<&String> {
@@ -467,7 +447,7 @@ fn take_in_http(
     refs: &mut Refs,
 ) -> Result<()> {
     let scratch = scratch_repo(node, remote)?;
-    let Some(commit) = scratch.resolve_commit(&format!("refs/heads/{}", remote.name))? else {
+    let Some(commit) = scratch.ref_target(&format!("refs/heads/{}", remote.name))? else {
         return Ok(());
     };
     if refs.get(tracking) == Some(&commit) {
@@ -785,8 +765,11 @@ pub fn report_path(node: &Node) -> std::path::PathBuf {
     node.state().join("last-pull.json")
 }
 
+/// Every pull writes it anew, so it is replaced whole but not synced: after
+/// a power loss it may describe the pull before, which is harmless.
 fn save(node: &Node, report: &Report) -> Result<()> {
-    write_atomically(&report_path(node), &serde_json::to_vec_pretty(report)?)
+    let json = serde_json::to_vec_pretty(report)?;
+    paths::replace_file(&report_path(node), &json, 0o640)
 }
 
 pub fn last(node: &Node) -> Option<Report> {

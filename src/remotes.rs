@@ -55,7 +55,7 @@ pub fn list(node: &Node) -> Result<Vec<Remote>> {
     let root = node.git_config();
     if root.is_file() {
         let entries =
-            url_entries(&root).with_context(|| format!("cannot read `{}`", root.display()))?;
+            root_entries(&root).with_context(|| format!("cannot read `{}`", root.display()))?;
         collect(entries, Source::Root, &mut remotes);
     }
     match members_entries(node) {
@@ -111,7 +111,39 @@ fn members_entries(node: &Node) -> Result<Vec<(String, String)>> {
     url_entries(copy.path())
 }
 
-/// `(name, url)` for each `remote.NAME.url` in `file`, first URL of each.
+/// `(name, url)` for each `remote.NAME.url` in root's own configuration,
+/// read in-process (libgit2): every pull reads it, and a git process would
+/// cost a no-change pull a sixth of its fetch.
+fn root_entries(file: &Path) -> Result<Vec<(String, String)>> {
+    let config = git2::Config::open(file)?;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut found = config.entries(Some(r"^remote\..*\.url$"))?;
+    while let Some(entry) = found.next() {
+        let entry = entry?;
+        let (Ok(key), Ok(url)) = (entry.name(), entry.value()) else {
+            continue;
+        };
+        push_entry(&mut entries, key, url);
+    }
+    Ok(entries)
+}
+
+/// Adds `remote.NAME.url`'s value unless NAME has one already (the first
+/// counts, as git's `remote.NAME.url` does when fetching).
+fn push_entry(entries: &mut Vec<(String, String)>, key: &str, url: &str) {
+    let Some(name) = key
+        .strip_prefix("remote.")
+        .and_then(|k| k.strip_suffix(".url"))
+    else {
+        return;
+    };
+    if !entries.iter().any(|(n, _)| n == name) {
+        entries.push((name.to_owned(), url.to_owned()));
+    }
+}
+
+/// `(name, url)` for each `remote.NAME.url` in `file`, a copy of what
+/// members wrote: parsed by git itself, without includes.
 fn url_entries(file: &Path) -> Result<Vec<(String, String)>> {
     let mut cmd = git::pinned(None);
     cmd.args(["config", "--no-includes", "-z", "--file"])
@@ -130,17 +162,8 @@ fn url_entries(file: &Path) -> Result<Vec<(String, String)>> {
     }
     let mut entries: Vec<(String, String)> = Vec::new();
     for entry in String::from_utf8_lossy(&out.stdout).split('\0') {
-        let Some((key, url)) = entry.split_once('\n') else {
-            continue;
-        };
-        let Some(name) = key
-            .strip_prefix("remote.")
-            .and_then(|k| k.strip_suffix(".url"))
-        else {
-            continue;
-        };
-        if !entries.iter().any(|(n, _)| n == name) {
-            entries.push((name.to_owned(), url.to_owned()));
+        if let Some((key, url)) = entry.split_once('\n') {
+            push_entry(&mut entries, key, url);
         }
     }
     Ok(entries)
