@@ -182,7 +182,11 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     if let Some(span) = &args.deploy_timeout {
         config.set_deploy_timeout(span)?;
     }
-    paths::ensure_state(node)?;
+    // Owners and modes are set again before each deploy; a pull with nothing
+    // to deploy only needs the directories it writes to exist.
+    if !(node.state().is_dir() && node.lib().join("cache").is_dir()) {
+        paths::ensure_state(node)?;
+    }
     let repo = source_repo(node, None)?;
     let report = pull(node, &config, &repo, &args, trigger)?;
     save(node, &report)?;
@@ -716,6 +720,7 @@ fn deploy_chosen(
             return Ok(());
         }
     }
+    paths::ensure_state(node)?;
     let _lock = DeployLock::acquire(
         node,
         wait_mode(args),
