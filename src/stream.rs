@@ -211,11 +211,21 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
 }
 
 /// `troops guard` watching a child's process group: it holds the read end of
-/// a pipe whose write end only this process has. When that closes (this
-/// process ended, however), the guard stops the group. Dropping the guard
-/// closes it too, once the group has been stopped anyway.
+/// a pipe whose write end only this process has. When that closes without a
+/// word (this process was killed), the guard stops the group. Dropping the
+/// guard, once the run has stopped the group itself, says so first: the
+/// guard then leaves, and never signals a group id that the kernel may have
+/// handed to another process since.
 struct Guard {
-    _pipe: Option<io::PipeWriter>,
+    pipe: Option<io::PipeWriter>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(pipe) = &mut self.pipe {
+            let _ = pipe.write_all(b"done");
+        }
+    }
 }
 
 impl Guard {
@@ -231,14 +241,12 @@ impl Guard {
             Ok(writer)
         })();
         match spawned {
-            Ok(writer) => Guard {
-                _pipe: Some(writer),
-            },
+            Ok(writer) => Guard { pipe: Some(writer) },
             // Without it a killed troops leaves deploy.py's children
             // running; deploy.py itself still dies with us (PDEATHSIG).
             Err(e) => {
                 eprintln!("troops: warning: cannot start the process group's guard: {e:#}");
-                Guard { _pipe: None }
+                Guard { pipe: None }
             }
         }
     }
@@ -252,10 +260,18 @@ pub struct GuardArgs {
     group: i32,
 }
 
-/// `troops guard`: waits for stdin to close, then stops the group.
+/// `troops guard`: waits on stdin; stops the group if it closes without a
+/// word (troops died), leaves if troops says the run is over.
 pub fn guard(args: GuardArgs) -> Result<()> {
     let mut byte = [0u8; 1];
-    while io::stdin().read(&mut byte).is_ok_and(|n| n > 0) {}
+    loop {
+        match io::stdin().read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
     if args.group > 1 {
         stop_group(nix::unistd::Pid::from_raw(args.group));
     }

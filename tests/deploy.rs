@@ -595,3 +595,33 @@ fn a_local_requirement_runs_each_commits_own_code() {
         run.stderr
     );
 }
+
+/// The guard that stops a deploy's process group when troops dies leaves
+/// as soon as troops says the run is over: a group id it watched may since
+/// belong to another deploy (ids are reused), which it must not stop.
+#[test]
+fn a_guard_told_the_run_is_over_stops_nothing() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    for (said, survives) in [(&b"done"[..], true), (&b""[..], false)] {
+        let marker = format!("300.{}{}", std::process::id(), said.len() + 4);
+        let mut group = std::process::Command::new("sleep")
+            .arg(&marker)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut guard =
+            common::clean_command(env!("CARGO_BIN_EXE_troops"), std::path::Path::new("/"))
+                .args(["guard", "--group", &group.id().to_string()])
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+        let mut pipe = guard.stdin.take().unwrap();
+        pipe.write_all(said).unwrap();
+        drop(pipe);
+        assert!(guard.wait().unwrap().success());
+        assert_eq!(running(&marker), survives, "told {said:?}");
+        let _ = group.kill();
+        let _ = group.wait();
+    }
+}
