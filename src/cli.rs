@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{deploy, generate, init, publish, pull, push, push_hook, roles, seed, status, stream};
+use crate::{
+    check, deploy, generate, init, publish, pull, push, push_hook, roles, seed, status, stream,
+};
 
 /// Deploy Debian machines from a git repository of plain Python
 ///
@@ -34,6 +36,7 @@ pub enum Command {
     Init(init::Args),
     Deploy(deploy::Args),
     Pull(pull::Args),
+    Check(check::Args),
     Push(push::Args),
     Publish(publish::Args),
     Seed(seed::Args),

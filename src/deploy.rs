@@ -92,6 +92,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         trigger: Trigger::Manual,
         user: &user,
         dry_run: args.dry_run,
+        drift_file: None,
     };
     deploy_commit(node, &config, &repo, &commit, &request)
 }

@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub trigger: Trigger,
     pub user: &'a str,
     pub dry_run: bool,
+    /// In a dry run, where pydebianadmin lists what would change (`check`).
+    pub drift_file: Option<&'a Path>,
 }
 
 /// The repository to deploy from: a work tree, or the node's own.
@@ -181,6 +183,7 @@ fn attempt(
         trigger: request.trigger.as_str(),
         roles: &config.roles,
         dry_run: request.dry_run,
+        drift_file: request.drift_file,
     };
     signatures::check(node, config, repo, commit)?;
     let checkout = checkout(node, repo, commit)?;

@@ -43,8 +43,24 @@ macro_rules! user_error {
     };
 }
 
+/// An exit status the command has explained already (`troops check`'s 1
+/// for drift, 2 for a failed check): nothing more is printed.
+#[derive(Debug)]
+pub struct Exit(pub i32);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 /// Prints `error:`, each cause, then any hint; returns the exit status.
 pub fn report(err: &anyhow::Error) -> i32 {
+    if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
+        return *code;
+    }
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("Caused by: {}", cause.to_string().trim_end());

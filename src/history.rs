@@ -27,6 +27,8 @@ pub enum Trigger {
     Pull,
     Manual,
     Seed,
+    /// `troops check`'s dry run, which is never recorded.
+    Check,
 }
 
 impl Trigger {
@@ -36,6 +38,7 @@ impl Trigger {
             Trigger::Pull => "pull",
             Trigger::Manual => "manual",
             Trigger::Seed => "seed",
+            Trigger::Check => "check",
         }
     }
 }

@@ -6,6 +6,7 @@
 #[macro_use]
 mod error;
 mod access;
+mod check;
 mod cli;
 mod config;
 mod deploy;
@@ -60,7 +61,11 @@ fn run(cli: Cli) -> Result<()> {
     // the outcome; only root writes them.
     let deploys = matches!(
         cli.command,
-        Command::Deploy(_) | Command::Pull(_) | Command::Seed(_) | Command::Hook(_)
+        Command::Deploy(_)
+            | Command::Pull(_)
+            | Command::Seed(_)
+            | Command::Hook(_)
+            | Command::Check(_)
     );
     let result = dispatch(&node, cli.command);
     if deploys && nix::unistd::geteuid().is_root() && node.state().is_dir() {
@@ -73,6 +78,7 @@ fn dispatch(node: &Node, command: Command) -> Result<()> {
     match command {
         Command::Init(args) => init::run(node, args),
         Command::Deploy(args) => deploy::run(node, args),
+        Command::Check(args) => check::run(node, args),
         Command::Pull(args) => pull::run(node, args),
         Command::Publish(args) => publish::run(node, args),
         Command::Push(args) => push::run(node, args),

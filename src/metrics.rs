@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 
+use crate::check;
 use crate::history::{self, Record};
 use crate::paths::{self, Node};
 use crate::pull::{self, Outcome, Report};
@@ -32,6 +33,7 @@ fn write(node: &Node) -> Result<()> {
         history::deployed_commit(node)?.as_deref(),
         history::latest(node)?.as_ref(),
         pull::last(node).as_ref(),
+        check::last(node).as_ref(),
     );
     paths::replace_file(&node.state().join("metrics.prom"), text.as_bytes(), 0o644)?;
     let textfile = node.root().join(TEXTFILE_DIR);
@@ -51,7 +53,12 @@ fn write(node: &Node) -> Result<()> {
 }
 
 /// The metrics text; a metric whose value is unknown yet is left out.
-fn render(deployed: Option<&str>, deploy: Option<&Record>, pull: Option<&Report>) -> String {
+fn render(
+    deployed: Option<&str>,
+    deploy: Option<&Record>,
+    pull: Option<&Report>,
+    check: Option<&check::Report>,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, labels: &str, value: f64| {
         let _ = writeln!(
@@ -111,6 +118,31 @@ fn render(deployed: Option<&str>, deploy: Option<&Record>, pull: Option<&Report>
             "",
             f64::from(u8::from(report.result == Outcome::HeldBack)),
         );
+    }
+    if let Some(check) = check {
+        let failed = check.result == check::Outcome::Failed;
+        metric(
+            "last_check_success",
+            "1 if the last troops check ran, 0 if the check itself failed.",
+            "",
+            f64::from(u8::from(!failed)),
+        );
+        if !failed {
+            metric(
+                "drift",
+                "How many changes the deployed commit would make (troops check).",
+                "",
+                check.changes.len() as f64,
+            );
+        }
+        if let Some(finished) = unix_seconds(&check.finished_at) {
+            metric(
+                "last_check_timestamp_seconds",
+                "When the last troops check finished, in seconds since the epoch.",
+                "",
+                finished,
+            );
+        }
     }
     out
 }

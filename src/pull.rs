@@ -743,6 +743,7 @@ fn deploy_chosen(
         trigger,
         user: &user,
         dry_run: false,
+        drift_file: None,
     };
     if let Err(e) = deploy_commit(node, config, repo, &commit, &request) {
         crate::error::report(&e);

@@ -299,6 +299,7 @@ fn receive(node: &Node) -> Result<()> {
         trigger: Trigger::Push,
         user: &user,
         dry_run: header.dry_run,
+        drift_file: None,
     };
     deploy_commit(node, &config, &repo, &update.new, &request)?;
     if header.dry_run {

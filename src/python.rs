@@ -50,6 +50,9 @@ pub struct DeployEnv<'a> {
     pub roles: &'a [String],
     /// Sets PYDEBIANADMIN_DRY_RUN=1: helpers report and change nothing.
     pub dry_run: bool,
+    /// Sets PYDEBIANADMIN_DRIFT_FILE: in a dry run, helpers append there
+    /// each change they would make.
+    pub drift_file: Option<&'a Path>,
 }
 
 /// `python -m troops ARGS...`, without the cost of `-m` (runpy).
@@ -91,6 +94,9 @@ where
         .env("TROOPS_NODE_ROLES", env.roles.join(" "));
     if env.dry_run {
         cmd.env("PYDEBIANADMIN_DRY_RUN", "1");
+    }
+    if let Some(file) = env.drift_file {
+        cmd.env("PYDEBIANADMIN_DRIFT_FILE", file);
     }
     cmd
 }

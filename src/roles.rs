@@ -129,6 +129,7 @@ fn inspect(node: &Node, source: &Source) -> Result<Report> {
         trigger: "inspect",
         roles: &config.roles,
         dry_run: true,
+        drift_file: None,
     };
     let mut cmd = python::command(
         &venv,

@@ -14,7 +14,7 @@ use crate::git::short;
 use crate::history::{self, Record};
 use crate::lock::DeployLock;
 use crate::paths::Node;
-use crate::pull;
+use crate::{check, pull};
 
 /// Show the deployed commit and recent deploys
 ///
@@ -25,7 +25,8 @@ use crate::pull;
 /// With --json, prints one object: {"commit": SHA or null, "history":
 /// [{"commit", "trigger", "user", "started_at", "duration_ms", "result",
 /// "reason", "log"}, ...], "last_pull": the last `troops pull --json` or
-/// null}, history newest first.
+/// null, "last_check": the last `troops check --json` or null}, history
+/// newest first.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON for scripts instead of a table
@@ -42,6 +43,8 @@ struct Status {
     history: Vec<Record>,
     /// What the last `troops pull` did (added field; null before the first).
     last_pull: Option<pull::Report>,
+    /// What the last `troops check` found (added field; null before the first).
+    last_check: Option<check::Report>,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
@@ -53,6 +56,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         commit: history::deployed_commit(node)?,
         history: records,
         last_pull: pull::last(node),
+        last_check: check::last(node),
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -76,6 +80,19 @@ fn print_table(out: &mut impl Write, status: &Status, limit: usize) -> std::io::
             "last pull: {} {}",
             pull.finished_at,
             outcome.as_str().unwrap_or("")
+        )?;
+    }
+    if let Some(check) = &status.last_check {
+        let outcome = serde_json::to_value(check.result).unwrap_or_default();
+        writeln!(
+            out,
+            "last check: {} {}{}",
+            check.finished_at,
+            outcome.as_str().unwrap_or(""),
+            match check.result {
+                check::Outcome::Drift => format!(" ({} change(s))", check.changes.len()),
+                _ => String::new(),
+            }
         )?;
     }
     if status.history.is_empty() {

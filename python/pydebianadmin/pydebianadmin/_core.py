@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 DRY_RUN_VARIABLE = "PYDEBIANADMIN_DRY_RUN"
+DRIFT_FILE_VARIABLE = "PYDEBIANADMIN_DRIFT_FILE"
 
 
 class Error(Exception):
@@ -48,6 +49,19 @@ def dry_run() -> bool:
 def report(area: str, message: str) -> None:
     """Print a helper's one line; flushed so it interleaves with child output."""
     print(f"{area}: {message}", flush=True)
+
+
+def changed(area: str, message: str) -> None:
+    """Report a change made, or in a dry run one that would be made.
+
+    In a dry run with PYDEBIANADMIN_DRIFT_FILE set (`troops check`), the
+    line is also appended to that file: what would change is the drift.
+    """
+    report(area, message)
+    path = os.environ.get(DRIFT_FILE_VARIABLE)
+    if path and dry_run():
+        with open(path, "a", encoding="utf-8") as drift:
+            drift.write(f"{area}: {message}\n")
 
 
 def command(
@@ -92,10 +106,10 @@ def run(*argv: str) -> bool:
     if not argv:
         raise Error("run: no command given")
     if dry_run():
-        report("run", f"would run {_shell_words(argv)}")
+        changed("run", f"would run {_shell_words(argv)}")
         return True
     completed = command(argv)
-    report("run", f"ran {_shell_words(argv)}")
+    changed("run", f"ran {_shell_words(argv)}")
     sys.stdout.write(completed.stdout)
     sys.stderr.write(completed.stderr)
     return True

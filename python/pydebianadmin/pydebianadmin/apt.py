@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._core import CommandError, Error, command, dry_run, fail, report
+from ._core import CommandError, Error, changed, command, dry_run, fail, report
 
 LISTS = Path("/var/lib/apt/lists")
 # apt keeps no record of when it last updated (list files carry the archive's
@@ -56,7 +56,7 @@ def install(*names: str) -> bool:
         done = f"{'would install' if dry_run() else 'installed'} {' '.join(wanted)}"
     else:
         done = f"{' '.join(n for n in names if n not in held)} already installed"
-    _report_with_held(done if len(held) < len(names) else "", held, "installing")
+    _report_with_held(done if len(held) < len(names) else "", held, "installing", bool(wanted))
     return bool(wanted)
 
 
@@ -76,7 +76,7 @@ def remove(*names: str, purge: bool = False) -> bool:
         done = f"{'would ' + verb if dry_run() else verb + 'd'} {' '.join(wanted)}"
     else:
         done = f"{' '.join(n for n in names if n not in held)} not installed"
-    _report_with_held(done if len(held) < len(names) else "", held, "removing")
+    _report_with_held(done if len(held) < len(names) else "", held, "removing", bool(wanted))
     return bool(wanted)
 
 
@@ -189,11 +189,11 @@ def _lock_holder() -> str | None:
     return None
 
 
-def _report_with_held(done: str, held: list[str], not_doing: str) -> None:
+def _report_with_held(done: str, held: list[str], not_doing: str, did: bool) -> None:
     parts = [done] if done else []
     if held:
         parts.append(f"{' '.join(held)} held, not {not_doing}")
-    report("apt", "; ".join(parts))
+    (changed if did else report)("apt", "; ".join(parts))
 
 
 def _lists_age() -> float | None:

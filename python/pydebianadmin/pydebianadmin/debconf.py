@@ -6,7 +6,7 @@ packages configured afterwards do not ask it again.
 
 from __future__ import annotations
 
-from ._core import CommandError, Error, command, dry_run, fail, report
+from ._core import CommandError, Error, changed, command, dry_run, fail, report
 
 # debconf-devel(7), "Templates"; debconf-set-selections skips other types
 # with a mere warning, so we check them ourselves.
@@ -30,13 +30,13 @@ def set(package: str, question: str, type: str, value: str | bool) -> bool:
         report("debconf", f"{question} already {shown}")
         return False
     if dry_run():
-        report("debconf", f"would set {question} to {shown}")
+        changed("debconf", f"would set {question} to {shown}")
         return True
     try:
         command(["debconf-set-selections"], input=f"{package} {question} {type} {text}\n")
     except CommandError as error:
         raise fail("debconf", f"set {question}", error) from error
-    report("debconf", f"set {question} to {shown}")
+    changed("debconf", f"set {question} to {shown}")
     return True
 
 

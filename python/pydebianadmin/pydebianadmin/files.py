@@ -13,7 +13,7 @@ import os
 import pwd
 import stat
 
-from ._core import Error, dry_run, fail, report
+from ._core import Error, changed, dry_run, fail, report
 
 # difflib and string load only when a diff or a template needs them: a deploy
 # is a fresh interpreter, and most runs change nothing.
@@ -122,7 +122,7 @@ def line(path: StrPath, line: str, present: bool = True, secret: bool = False) -
         _write(path, new.encode(errors="surrogateescape"), current, None, None, None)
     shown = "" if secret else f": {line}"
     action = ("would be " if dry_run() else "") + ("added" if present else "removed")
-    report("files", f"{path} line {action}{shown}")
+    changed("files", f"{path} line {action}{shown}")
     return True
 
 
@@ -171,7 +171,7 @@ def symlink(path: StrPath, target: str) -> bool:
     if not dry_run():
         _replace_with_symlink(path, target)
     action = ("would be " if dry_run() else "") + ("created" if current is None else "changed")
-    report("files", f"{path} -> {target} {action}{was}")
+    changed("files", f"{path} -> {target} {action}{was}")
     return True
 
 
@@ -242,13 +242,13 @@ def _report_changes(path: str, created: bool, changes: list[str]) -> None:
     """One line: `PATH created` or `PATH content changed, mode changed to 0600`."""
     verb = "would change" if dry_run() else "changed"
     if created:
-        report("files", f"{path} {'would be created' if dry_run() else 'created'}")
+        changed("files", f"{path} {'would be created' if dry_run() else 'created'}")
         return
     described = []
     for change in changes:
         subject, _, value = change.partition(" ")
         described.append(f"{subject} {verb}" + (f" to {value}" if value else ""))
-    report("files", f"{path} {', '.join(described)}")
+    changed("files", f"{path} {', '.join(described)}")
 
 
 def _print_diff(path: str, old: bytes | None, new: bytes) -> None:

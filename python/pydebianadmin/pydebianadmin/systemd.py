@@ -6,7 +6,7 @@ restarting need a running systemd and fail clearly without one.
 
 from __future__ import annotations
 
-from ._core import CommandError, Error, command, dry_run, fail, report
+from ._core import CommandError, Error, changed, command, dry_run, fail, report
 
 # `systemctl is-enabled` states in which enabling would do nothing: the unit
 # is enabled already or has no [Install] section to act on (systemctl(1)).
@@ -40,14 +40,14 @@ def unit(name: str, enabled: bool | None = None, running: bool | None = None, re
         return False
     done = ", ".join(PAST[action[0]] for action in actions)
     if dry_run():
-        report("systemd", f"{name} would be {done}")
+        changed("systemd", f"{name} would be {done}")
         return True
     for action in actions:
         try:
             command(["systemctl", *action])
         except CommandError as error:
             raise fail("systemd", f"{action[0]} {name}", error) from error
-    report("systemd", f"{name} {done}")
+    changed("systemd", f"{name} {done}")
     return True
 
 

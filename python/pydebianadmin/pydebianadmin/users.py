@@ -10,7 +10,7 @@ import grp
 import pwd
 from collections.abc import Iterable
 
-from ._core import CommandError, command, dry_run, fail, report
+from ._core import CommandError, changed, command, dry_run, fail, report
 
 
 def group(name: str, system: bool = False) -> bool:
@@ -19,10 +19,10 @@ def group(name: str, system: bool = False) -> bool:
         report("users", f"group {name} already exists")
         return False
     if dry_run():
-        report("users", f"would create group {name}")
+        changed("users", f"would create group {name}")
         return True
     _command("create group", name, ["groupadd", *(["--system"] if system else []), "--", name])
-    report("users", f"created group {name}")
+    changed("users", f"created group {name}")
     return True
 
 
@@ -61,10 +61,10 @@ def user(
         report("users", f"user {name} unchanged")
         return False
     if dry_run():
-        report("users", f"would change user {name}: {'; '.join(changes)}")
+        changed("users", f"would change user {name}: {'; '.join(changes)}")
         return True
     _command("change user", name, ["usermod", *options, "--", name])
-    report("users", f"changed user {name}: {'; '.join(changes)}")
+    changed("users", f"changed user {name}: {'; '.join(changes)}")
     return True
 
 
@@ -72,7 +72,7 @@ def _create_user(
     name: str, groups: list[str], system: bool, home: str | None, shell: str | None
 ) -> bool:
     if dry_run():
-        report("users", f"would create user {name}")
+        changed("users", f"would create user {name}")
         return True
     argv = ["useradd", "--user-group"]
     if system:
@@ -87,7 +87,7 @@ def _create_user(
     if groups:
         argv += ["--groups", ",".join(groups)]
     _command("create user", name, [*argv, "--", name])
-    report("users", f"created user {name}")
+    changed("users", f"created user {name}")
     return True
 
 

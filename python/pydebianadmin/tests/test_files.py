@@ -84,6 +84,20 @@ class FileTest(TempDirTestCase):
         self.assertEqual(path.read_text(), "a\n")
         self.assertEqual(mode_of(path), 0o600)
 
+    def test_a_dry_run_lists_what_would_change_in_the_drift_file(self) -> None:
+        drift = self.dir / "drift"
+        same, other = self.dir / "same", self.dir / "other"
+        same.write_text("kept\n")
+        other.write_text("edited by hand\n")
+        os.environ["PYDEBIANADMIN_DRIFT_FILE"] = str(drift)
+        self.addCleanup(os.environ.pop, "PYDEBIANADMIN_DRIFT_FILE")
+        call(files.file, same, "kept\n")
+        with dry_run():
+            call(files.file, same, "kept\n")
+            call(files.file, other, "managed\n")
+        self.assertEqual(drift.read_text(), f"files: {other} content would change\n")
+        self.assertEqual(other.read_text(), "edited by hand\n")
+
     def test_dry_run_changes_nothing(self) -> None:
         path = self.dir / "conf"
         path.write_text("a\n")
