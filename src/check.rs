@@ -121,14 +121,13 @@ fn check(node: &Node, args: &Args, commit: &mut Option<String>) -> Result<Vec<St
     let config = Config::load(node)?;
     paths::ensure_state(node)?;
     let repo = source_repo(node, None)?;
-    let wait = if args.no_wait {
-        Wait::Fail
-    } else {
-        Wait::Block
-    };
     let user = invoking_user();
     // Not during a deploy: a half-made change is no drift.
-    let _lock = DeployLock::acquire(node, wait, &format!("check by {user}"))?;
+    let _lock = DeployLock::acquire(
+        node,
+        Wait::unless(args.no_wait),
+        &format!("check by {user}"),
+    )?;
     let branch = format!("refs/heads/{}", config.branch());
     let deployed = repo.resolve_commit(&branch)?.ok_or_else(|| {
         UserError::new("nothing is deployed on this node yet: there is nothing to check")

@@ -77,11 +77,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
     }
     paths::ensure_state(node)?;
     let repo = source_repo(node, args.repository.as_deref())?;
-    let wait = if args.no_wait {
-        Wait::Fail
-    } else {
-        Wait::Block
-    };
+    let wait = Wait::unless(args.no_wait);
     let user = invoking_user();
     let _lock = DeployLock::acquire(node, wait, &format!("manual deploy by {user}"))?;
     let commit = resolve(&repo, &config, args.rev.as_deref())?;

@@ -29,6 +29,13 @@ pub enum Wait {
     Fail,
 }
 
+impl Wait {
+    /// What `--no-wait` asks for.
+    pub fn unless(no_wait: bool) -> Wait {
+        if no_wait { Wait::Fail } else { Wait::Block }
+    }
+}
+
 impl DeployLock {
     /// Takes the lock, saying so on stderr when it has to wait.
     pub fn acquire(node: &Node, wait: Wait, holder: &str) -> Result<DeployLock> {

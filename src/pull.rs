@@ -613,7 +613,7 @@ fn record_refusal(node: &Node, args: &Args, commit: &str, remote: &str, why: &st
     }
     let _lock = DeployLock::acquire(
         node,
-        wait_mode(args),
+        Wait::unless(args.no_wait),
         &format!("pull refusing {}", short(commit)),
     )?;
     let mut entry = Entry::start(node, Trigger::Pull, &invoking_user())?;
@@ -642,14 +642,6 @@ fn prune_refusals(node: &Node) -> Result<()> {
             .with_context(|| format!("cannot remove `{}`", path.display()))?;
     }
     Ok(())
-}
-
-fn wait_mode(args: &Args) -> Wait {
-    if args.no_wait {
-        Wait::Fail
-    } else {
-        Wait::Block
-    }
 }
 
 /// Picks the candidate that contains every other one, and says why the
@@ -723,7 +715,7 @@ fn deploy_chosen(
     paths::ensure_state(node)?;
     let _lock = DeployLock::acquire(
         node,
-        wait_mode(args),
+        Wait::unless(args.no_wait),
         &format!("pull of {} from {name}", short(&commit)),
     )?;
     // A push may have landed while we fetched or waited: re-check under the lock.

@@ -22,6 +22,28 @@ struct Setup {
 }
 
 impl Setup {
+    /// A node that pulled and deployed the PyDebianAdmin deployment.
+    fn deployed() -> Setup {
+        let setup = Setup::new();
+        let repo = DeployRepo::new();
+        repo.commit(&[
+            ("deploy.py", DEPLOY_PY),
+            ("requirements.txt", "PyDebianAdmin\n"),
+        ]);
+        setup.node.add_remote("origin", &repo.path_str());
+        setup.troops(&["pull"]).success();
+        setup
+    }
+
+    fn new() -> Setup {
+        let setup = Setup {
+            node: Node::new(),
+            wheels: common::bundled_wheels(),
+        };
+        setup.node.troops(["init"]).success();
+        setup
+    }
+
     fn troops(&self, args: &[&str]) -> Run {
         let mut cmd = self.node.command(args);
         cmd.env("TROOPS_WHEELS", self.wheels.path());
@@ -41,23 +63,13 @@ impl Setup {
 
 #[test]
 fn check_finds_a_hand_edit_and_the_next_deploy_repairs_it() {
-    let setup = Setup {
-        node: Node::new(),
-        wheels: common::bundled_wheels(),
-    };
-    let node = &setup.node;
-    node.troops(["init"]).success();
-    let (run, _) = setup.check();
+    let (run, _) = Setup::new().check();
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("nothing is deployed"), "{}", run.stderr);
 
-    let repo = DeployRepo::new();
-    repo.commit(&[
-        ("deploy.py", DEPLOY_PY),
-        ("requirements.txt", "PyDebianAdmin\n"),
-    ]);
-    node.add_remote("origin", &repo.path_str());
-    setup.troops(&["pull"]).success();
+    let setup = Setup::deployed();
+    let node = &setup.node;
+    let deployed = node.status_json()["commit"].as_str().unwrap().to_owned();
     let motd = node.root().join("etc/motd");
     assert_eq!(fs::read_to_string(&motd).unwrap(), "managed by troops\n");
 
@@ -65,7 +77,7 @@ fn check_finds_a_hand_edit_and_the_next_deploy_repairs_it() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("no drift"), "{}", run.stderr);
     assert_eq!(json["result"], "clean");
-    assert_eq!(json["commit"], repo.head().as_str());
+    assert_eq!(json["commit"], deployed.as_str());
 
     fs::write(&motd, "edited by hand\n").unwrap();
     let (run, json) = setup.check();
@@ -91,19 +103,8 @@ fn check_finds_a_hand_edit_and_the_next_deploy_repairs_it() {
 
 #[test]
 fn a_check_that_fails_exits_2_and_records_no_deploy() {
-    let setup = Setup {
-        node: Node::new(),
-        wheels: common::bundled_wheels(),
-    };
+    let setup = Setup::deployed();
     let node = &setup.node;
-    node.troops(["init"]).success();
-    let repo = DeployRepo::new();
-    repo.commit(&[
-        ("deploy.py", DEPLOY_PY),
-        ("requirements.txt", "PyDebianAdmin\n"),
-    ]);
-    node.add_remote("origin", &repo.path_str());
-    setup.troops(&["pull"]).success();
     let history = node.status_json()["history"].clone();
 
     let mut cmd = node.command(["check", "--json"]);
