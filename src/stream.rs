@@ -183,7 +183,7 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
     });
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     // Stops the group if troops itself dies (even by SIGKILL) before it does.
-    let _guard = Guard::start(group);
+    let mut guard = Guard::start(group);
     let status = loop {
         match output.recv_timeout(POLL) {
             Ok(chunk) => sink.write(&chunk)?,
@@ -194,6 +194,7 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
         }
         if sink.deadline.is_some_and(|d| Instant::now() >= d) {
             stop_group(group);
+            guard.disarm();
             let _ = child.wait();
             drain(&output, sink)?;
             return Err(crate::error::UserError::new(
@@ -206,26 +207,19 @@ pub fn run_status(cmd: &mut Command, sink: &mut Sink) -> Result<ExitStatus> {
     // What the child left running goes with it; its last output is kept.
     drain_for(&output, sink, LINGER)?;
     stop_group(group);
+    guard.disarm();
     drain(&output, sink)?;
     Ok(status)
 }
 
 /// `troops guard` watching a child's process group: it holds the read end of
 /// a pipe whose write end only this process has. When that closes without a
-/// word (this process was killed), the guard stops the group. Dropping the
-/// guard, once the run has stopped the group itself, says so first: the
-/// guard then leaves, and never signals a group id that the kernel may have
-/// handed to another process since.
+/// word (this process was killed, or the run failed before stopping the
+/// group), the guard stops the group. Once the run has stopped the group
+/// itself, `disarm` tells the guard so: it leaves, and never signals a group
+/// id that the kernel may have handed to another process since.
 struct Guard {
     pipe: Option<io::PipeWriter>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(pipe) = &mut self.pipe {
-            let _ = pipe.write_all(b"done");
-        }
-    }
 }
 
 impl Guard {
@@ -248,6 +242,13 @@ impl Guard {
                 eprintln!("troops: warning: cannot start the process group's guard: {e:#}");
                 Guard { pipe: None }
             }
+        }
+    }
+
+    /// The run stopped the group itself: the guard may leave.
+    fn disarm(&mut self) {
+        if let Some(mut pipe) = self.pipe.take() {
+            let _ = pipe.write_all(b"done");
         }
     }
 }
