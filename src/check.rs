@@ -157,11 +157,10 @@ fn report_path(node: &Node) -> std::path::PathBuf {
 }
 
 fn save(node: &Node, report: &Report) -> Result<()> {
-    let json = serde_json::to_vec_pretty(report)?;
-    paths::replace_file(&report_path(node), &json, 0o640)
+    paths::save_report(&report_path(node), report)
 }
 
 /// The last check's result, if any.
 pub fn last(node: &Node) -> Option<Report> {
-    serde_json::from_slice(&std::fs::read(report_path(node)).ok()?).ok()
+    paths::load_report(&report_path(node))
 }

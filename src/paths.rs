@@ -324,6 +324,17 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
         .with_context(|| format!("cannot sync `{}`", dir.display()))
 }
 
+/// Saves a run's report (the last pull, the last check) as JSON, replaced
+/// whole; every run writes it anew, so it is not synced.
+pub fn save_report(path: &Path, report: &impl serde::Serialize) -> Result<()> {
+    replace_file(path, &serde_json::to_vec_pretty(report)?, 0o640)
+}
+
+/// The report saved at `path`, if there is a readable one.
+pub fn load_report<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
 /// `write_atomically_mode` with 0640: root writes, the group reads.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     write_atomically_mode(path, data, 0o640)

@@ -289,7 +289,7 @@ fn fetch_all(
             Err(e) => Some(format!("{e:#}")),
         })
         .collect();
-    let mut refs = Refs::read(repo)?;
+    let mut refs = repo.commit_refs(&["refs/heads/*", "refs/remotes/*"])?;
     let mut fetched = Vec::new();
     for (remote, failure) in remotes.into_iter().zip(failures) {
         let tracking = tracking_ref(&remote, branch);
@@ -322,17 +322,7 @@ fn fetch_all(
 }
 
 /// The commits root's branches and tracking refs name, read at once.
-struct Refs(std::collections::HashMap<String, String>);
-
-impl Refs {
-    fn read(repo: &Repo) -> Result<Refs> {
-        Ok(Refs(repo.commit_refs(&["refs/heads/*", "refs/remotes/*"])?))
-    }
-
-    fn get(&self, name: &str) -> Option<&String> {
-        self.0.get(name)
-    }
-}
+type Refs = std::collections::HashMap<String, String>;
 
 /// Where root's repository keeps what `remote`'s deploy branch names.
 fn tracking_ref(remote: &Remote, branch: &str) -> String {
@@ -458,7 +448,6 @@ fn take_in_http(
         return Ok(());
     }
     let have: Vec<String> = refs
-        .0
         .values()
         .filter(|id| scratch.resolve_commit(id).ok().flatten().is_some())
         .cloned()
@@ -467,7 +456,7 @@ fn take_in_http(
     transfer::copy(&mut pack, repo).context("what the remote served does not verify")?;
     transfer::require_complete(repo, &commit)?;
     repo.run(["update-ref", "--", tracking, &commit])?;
-    refs.0.insert(tracking.to_owned(), commit);
+    refs.insert(tracking.to_owned(), commit);
     // The scratch copy grows with every new commit; git packs it when due.
     scratch.run(["gc", "--auto", "--quiet"])?;
     Ok(())
@@ -759,19 +748,17 @@ fn deploy_chosen(
 }
 
 /// Where the last pull's report is kept for `troops status`.
-pub fn report_path(node: &Node) -> std::path::PathBuf {
+fn report_path(node: &Node) -> std::path::PathBuf {
     node.state().join("last-pull.json")
 }
 
-/// Every pull writes it anew, so it is replaced whole but not synced: after
-/// a power loss it may describe the pull before, which is harmless.
+/// After a power loss it may describe the pull before, which is harmless.
 fn save(node: &Node, report: &Report) -> Result<()> {
-    let json = serde_json::to_vec_pretty(report)?;
-    paths::replace_file(&report_path(node), &json, 0o640)
+    paths::save_report(&report_path(node), report)
 }
 
 pub fn last(node: &Node) -> Option<Report> {
-    serde_json::from_slice(&std::fs::read(report_path(node)).ok()?).ok()
+    paths::load_report(&report_path(node))
 }
 
 /// The last line says what happened; the exit status follows it.

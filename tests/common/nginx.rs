@@ -24,45 +24,18 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// A self-signed certificate for `ip` (its own CA), in `dir`.
     pub fn self_signed(dir: &Path, ip: Ipv4Addr) -> Certificate {
-        fs::create_dir_all(dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", &format!("/CN={ip}")])
-            .args(["-addext", &format!("subjectAltName=IP:{ip}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        Run::from(out).success();
+        let san = format!("subjectAltName=IP:{ip}");
+        let cert = dir.join("cert.pem");
+        let key = new_key(dir, ip, &["-x509", "-days", "1", "-addext", &san], &cert);
         Certificate { cert, key }
     }
-}
 
-impl Certificate {
     /// A certificate for `ip` signed by `ca` (a self-signed one), in `dir`.
     pub fn signed_by(ca: &Certificate, dir: &Path, ip: Ipv4Addr) -> Certificate {
-        fs::create_dir_all(dir).unwrap();
-        let (cert, key, csr) = (
-            dir.join("cert.pem"),
-            dir.join("key.pem"),
-            dir.join("req.pem"),
-        );
-        let out = Command::new("openssl")
-            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes"])
-            .args(["-subj", &format!("/CN={ip}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&csr)
-            .output()
-            .unwrap();
-        Run::from(out).success();
+        let (cert, csr) = (dir.join("cert.pem"), dir.join("req.pem"));
+        let key = new_key(dir, ip, &["-new"], &csr);
         let ext = dir.join("ext.cnf");
         fs::write(&ext, format!("subjectAltName=IP:{ip}\n")).unwrap();
         let out = Command::new("openssl")
@@ -81,6 +54,32 @@ impl Certificate {
         Run::from(out).success();
         Certificate { cert, key }
     }
+}
+
+/// `openssl req KIND...` with a new P-256 key for `ip` in `dir`, writing
+/// the certificate or request to `out`; returns the key's path.
+fn new_key(dir: &Path, ip: Ipv4Addr, kind: &[&str], out: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let key = dir.join("key.pem");
+    let run = Command::new("openssl")
+        .arg("req")
+        .args(kind)
+        .args([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-subj", &format!("/CN={ip}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(out)
+        .output()
+        .unwrap();
+    Run::from(run).success();
+    key
 }
 
 impl Nginx {
