@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    check, deploy, generate, init, publish, pull, push, push_hook, roles, seed, status, stream,
+    check, deploy, fleet, generate, init, publish, pull, push, push_hook, roles, seed, status,
+    stream,
 };
 
 /// Deploy Debian machines from a git repository of plain Python
@@ -41,6 +42,7 @@ pub enum Command {
     Publish(publish::Args),
     Seed(seed::Args),
     Status(status::Args),
+    Fleet(fleet::Args),
     Roles(roles::RolesArgs),
     Hosts(roles::HostsArgs),
     #[command(hide = true)]

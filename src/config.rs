@@ -48,6 +48,30 @@ pub struct Config {
     /// How long a deploy may run before it is stopped (a time span such as
     /// "30min") [default: 1h, room for a slow apt run].
     pub deploy_timeout: Option<String>,
+    /// Where the node pushes its status reports (`troops fleet` reads them).
+    pub report: Option<ReportRemote>,
+}
+
+/// `[report]`: the remote that status reports are pushed to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRemote {
+    /// A git URL the node's key may push `refs/troops/status/HOSTNAME` to.
+    pub url: String,
+    /// How often a node reports when nothing changed [default: 1h].
+    pub heartbeat: Option<String>,
+}
+
+/// How often a node reports when nothing changed, if `heartbeat` is unset.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+impl ReportRemote {
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+            .as_deref()
+            .and_then(|span| humantime::parse_duration(span).ok())
+            .unwrap_or(DEFAULT_HEARTBEAT)
+    }
 }
 
 /// A deploy's time limit when the configuration sets none.
@@ -85,6 +109,11 @@ impl Config {
                     "invalid `deploy_timeout` in `{}`: {e}",
                     path.display()
                 ))
+            })?;
+        }
+        if let Some(report) = &config.report {
+            check_report(report).map_err(|e| {
+                UserError::new(format!("invalid `report` in `{}`: {e}", path.display()))
             })?;
         }
         if let Some(branch) = &config.branch {
@@ -132,6 +161,17 @@ fn check_timeout(span: &str) -> std::result::Result<(), String> {
             "`{span}` is not a time span like 30min or 2h ({e})"
         )),
     }
+}
+
+/// A report remote: a URL a remote may have, and a heartbeat of at least a
+/// second.
+pub fn check_report(report: &ReportRemote) -> std::result::Result<(), String> {
+    crate::remotes::check("report", &report.url, crate::remotes::Source::Root)
+        .map_err(|e| format!("`url`: {e}"))?;
+    if let Some(span) = &report.heartbeat {
+        check_timeout(span).map_err(|e| format!("`heartbeat`: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Refuses branch names git would reject or that could pass as an option.
@@ -186,5 +226,26 @@ mod tests {
         let c: Config = toml::from_str("branch = 'prod'\nroles = ['web']").unwrap();
         assert_eq!(c.branch(), "prod");
         assert_eq!(c.roles, ["web"]);
+    }
+
+    #[test]
+    fn report_remotes() {
+        let c: Config =
+            toml::from_str("[report]\nurl = 'ssh://git@h/fleet.git'\nheartbeat = '10min'").unwrap();
+        let report = c.report.unwrap();
+        assert_eq!(report.heartbeat(), Duration::from_secs(600));
+        assert!(check_report(&report).is_ok());
+        for (url, heartbeat) in [
+            ("-oProxyCommand=x", "1h"),
+            ("ext::sh", "1h"),
+            ("ssh://h/r", "soon"),
+        ] {
+            let bad = ReportRemote {
+                url: url.into(),
+                heartbeat: Some(heartbeat.into()),
+            };
+            assert!(check_report(&bad).is_err(), "{url} {heartbeat}");
+        }
+        assert!(toml::from_str::<Config>("[report]\nurl = 'x'\nheartbaet = '1h'").is_err());
     }
 }

@@ -133,6 +133,41 @@ impl Repo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs git with `args` and `input` on its stdin, returning stdout; a
+    /// failure carries git's stderr.
+    pub fn run_with_input<I, S>(&self, args: I, input: Vec<u8>) -> Result<Vec<u8>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command();
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        log_command(&cmd);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", describe(&cmd)))?;
+        let mut stdin = child.stdin.take().context("git has no stdin")?;
+        // Written from a thread: git may answer before it has read it all.
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+        let out = child.wait_with_output()?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writing to git panicked"))?;
+        if !out.status.success() {
+            bail!(
+                "`{}` failed ({}):\n{}",
+                describe(&cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        written.with_context(|| format!("cannot write to `{}`", describe(&cmd)))?;
+        Ok(out.stdout)
+    }
+
     /// The commit `rev` names, or `None` when it names nothing.
     pub fn resolve_commit(&self, rev: &str) -> Result<Option<String>> {
         let mut cmd = self.command();

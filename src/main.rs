@@ -12,6 +12,7 @@ mod config;
 mod deploy;
 mod engine;
 mod failpoint;
+mod fleet;
 mod generate;
 mod git;
 mod history;
@@ -27,6 +28,7 @@ mod push;
 mod push_hook;
 mod python;
 mod remotes;
+mod report;
 mod roles;
 mod rollout;
 mod safe_directory;
@@ -57,8 +59,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let node = Node::new(&std::path::absolute(&cli.root)?);
-    // What may deploy or pull leaves the node's metrics current, whatever
-    // the outcome; only root writes them.
+    // What may deploy or pull leaves the node's metrics (and its report, if
+    // it has a report remote) current, whatever the outcome; only root
+    // writes them.
     let deploys = matches!(
         cli.command,
         Command::Deploy(_)
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
     let result = dispatch(&node, cli.command);
     if deploys && nix::unistd::geteuid().is_root() && node.state().is_dir() {
         metrics::update(&node);
+        report::update(&node);
     }
     result
 }
@@ -84,6 +88,7 @@ fn dispatch(node: &Node, command: Command) -> Result<()> {
         Command::Push(args) => push::run(node, args),
         Command::Seed(args) => seed::run(node, args),
         Command::Status(args) => status::run(node, args),
+        Command::Fleet(args) => fleet::run(args),
         Command::Roles(args) => roles::roles(node, args),
         Command::Hosts(args) => roles::hosts(node, args),
         Command::Hook(args) => push_hook::run(node, args),

@@ -15,8 +15,7 @@
 //! nothing new, no lock is taken and no Python runs.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -30,7 +29,8 @@ use crate::history::{Entry, Trigger};
 use crate::lock::{DeployLock, Wait};
 use crate::paths::{self, Node, write_atomically};
 use crate::remotes::{self, Remote};
-use crate::{failpoint, rollout, signatures, transfer};
+use crate::rollout::{self, Rollout};
+use crate::{failpoint, signatures, transfer};
 
 /// Fetch every remote and deploy what fast-forwards the deploy branch
 ///
@@ -284,7 +284,7 @@ fn fetch_all(
         .map(|started| match started {
             Ok(started) => {
                 locks.push(started.scratch_lock);
-                wait_fetch(started.child, started.stderr, deadline).err()
+                started.fetch.wait(deadline).err()
             }
             Err(e) => Some(format!("{e:#}")),
         })
@@ -331,9 +331,7 @@ fn tracking_ref(remote: &Remote, branch: &str) -> String {
 
 /// A fetch under way.
 struct Started {
-    child: Child,
-    /// Where its stderr goes, a file so that it cannot block.
-    stderr: std::fs::File,
+    fetch: remotes::Transfer,
     /// An HTTP remote's scratch repository is one pull's at a time: two
     /// fetches into it (the first-pull unit and the timer's) collide.
     scratch_lock: Option<nix::fcntl::Flock<std::fs::File>>,
@@ -357,7 +355,6 @@ fn start_fetch(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Resul
     if remote.source == remotes::Source::Members {
         cmd.args(["-c", "protocol.file.allow=never"]);
     }
-    let stderr = tempfile::tempfile().context("cannot create a temporary file")?;
     cmd.args([
         "fetch",
         "--quiet",
@@ -367,20 +364,10 @@ fn start_fetch(node: &Node, repo: &Repo, remote: &Remote, branch: &str) -> Resul
         "--",
         &remote.url,
     ])
-    .arg(format!("+refs/heads/{branch}:{dest}"))
-    .stdout(Stdio::null())
-    .stderr(stderr.try_clone()?);
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
-        cmd.env("GIT_SSH_COMMAND", ssh_command(node));
-    }
-    git::log_command(&cmd);
-    // Its own process group, so that a timeout ends ssh and the transport
-    // helpers with it.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().context("cannot run git fetch")?;
+    .arg(format!("+refs/heads/{branch}:{dest}"));
+    remotes::use_node_key(node, &mut cmd);
     Ok(Started {
-        child,
-        stderr,
+        fetch: remotes::Transfer::start("git fetch", cmd)?,
         scratch_lock,
     })
 }
@@ -460,79 +447,6 @@ fn take_in_http(
     // The scratch copy grows with every new commit; git packs it when due.
     scratch.run(["gc", "--auto", "--quiet"])?;
     Ok(())
-}
-
-/// ssh with the node's key, never asking anyone anything, trusting the host
-/// keys the seed pinned as well as the system's.
-fn ssh_command(node: &Node) -> String {
-    let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
-    let mut command = format!("ssh -i {} -o BatchMode=yes", quote(&node.ssh_key()));
-    if node.known_hosts().is_file() {
-        command.push_str(&format!(
-            " -o UserKnownHostsFile={}",
-            quote(&node.known_hosts())
-        ));
-    }
-    command
-}
-
-/// What git fetch said went wrong, without the advice git appends to every
-/// failed SSH fetch ("Please make sure you have the correct access
-/// rights..."), which would hide ssh's own reason.
-fn fetch_failure(stderr: &str) -> String {
-    const BOILERPLATE: &[&str] = &[
-        "fatal: Could not read from remote repository.",
-        "Please make sure you have the correct access rights",
-        "and the repository exists.",
-    ];
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !BOILERPLATE.contains(l))
-        .collect();
-    match lines.as_slice() {
-        [] => stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        lines => lines[lines.len().saturating_sub(2)..].join(" / "),
-    }
-}
-
-/// Waits for a fetch until `deadline`, then kills its process group.
-fn wait_fetch(
-    mut child: Child,
-    mut stderr: std::fs::File,
-    deadline: Instant,
-) -> std::result::Result<(), String> {
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            if status.success() {
-                return Ok(());
-            }
-            let mut text = String::new();
-            let _ = std::io::Seek::rewind(&mut stderr);
-            let _ = std::io::Read::read_to_string(
-                &mut std::io::Read::take(&mut stderr, 64 * 1024),
-                &mut text,
-            );
-            return Err(format!(
-                "git fetch {}: {}",
-                crate::stream::explain(status),
-                remotes::redact(&fetch_failure(&text))
-            ));
-        }
-        if Instant::now() >= deadline {
-            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            return Err("timed out".to_owned());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Sorts fetched remotes into candidates (fast-forwards) and the rest.
@@ -687,19 +601,14 @@ fn deploy_chosen(
     let commit = fetched.commit.clone().unwrap_or_default();
     let name = fetched.remote.name.clone();
     let branch_ref = format!("refs/heads/{}", config.branch());
-    if let Some(percent) = rollout::fraction(repo, &commit)? {
-        let hostname = rollout::hostname();
-        if !rollout::takes(&hostname, percent) {
-            fetched.decision = Decision::HeldBack(format!(
-                "rollout {percent}%: this node ({hostname}) is not in it"
-            ));
-            eprintln!(
-                "troops: held back {} from `{name}`: {}",
-                short(&commit),
-                fetched.decision.reason()
-            );
-            return Ok(());
-        }
+    if let Some(why) = held_by_rollout(node, config, repo, &commit)? {
+        fetched.decision = Decision::HeldBack(why);
+        eprintln!(
+            "troops: held back {} from `{name}`: {}",
+            short(&commit),
+            fetched.decision.reason()
+        );
+        return Ok(());
     }
     paths::ensure_state(node)?;
     let _lock = DeployLock::acquire(
@@ -747,6 +656,24 @@ fn deploy_chosen(
     Ok(())
 }
 
+/// Why the commit's rollout (troops.yaml) keeps it from this node for now.
+fn held_by_rollout(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    commit: &str,
+) -> Result<Option<String>> {
+    Ok(match rollout::read(repo, commit)? {
+        None => None,
+        Some(Rollout::Fraction(percent)) => {
+            let hostname = rollout::hostname();
+            (!rollout::takes(&hostname, percent))
+                .then(|| format!("rollout {percent}%: this node ({hostname}) is not in it"))
+        }
+        Some(Rollout::Waves(waves)) => rollout::held_by_waves(node, config, repo, commit, &waves)?,
+    })
+}
+
 /// Where the last pull's report is kept for `troops status`.
 fn report_path(node: &Node) -> std::path::PathBuf {
     node.state().join("last-pull.json")
@@ -782,7 +709,7 @@ fn finish(node: &Node, report: &Report) -> Result<()> {
             Ok(())
         }
         Outcome::HeldBack => {
-            eprintln!("troops: pull: held back by the commit's rollout fraction; nothing deployed");
+            eprintln!("troops: pull: held back by the commit's rollout (see above); nothing deployed");
             Ok(())
         }
         Outcome::Failed if !fetched => Err(UserError::new("pull: no remote could be fetched")
@@ -807,28 +734,5 @@ fn finish(node: &Node, report: &Report) -> Result<()> {
             eprintln!("troops: pull: nothing new");
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failed_ssh_fetch_says_what_ssh_said() {
-        let stderr = "kex_exchange_identification: read: Connection reset by peer\n\
-                      Connection reset by 127.0.0.10 port 22\n\
-                      fatal: Could not read from remote repository.\n\n\
-                      Please make sure you have the correct access rights\n\
-                      and the repository exists.\n";
-        assert_eq!(
-            fetch_failure(stderr),
-            "kex_exchange_identification: read: Connection reset by peer / \
-             Connection reset by 127.0.0.10 port 22"
-        );
-        assert_eq!(
-            fetch_failure("fatal: unable to access 'https://h/': SSL certificate problem\n"),
-            "fatal: unable to access 'https://h/': SSL certificate problem"
-        );
     }
 }

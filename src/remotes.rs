@@ -10,8 +10,11 @@
 //! (`ext::`). On a name both define, root's wins; at most
 //! `MAX_REMOTES` are fetched.
 
-use std::io::Write;
+use std::fs;
+use std::io::{Read, Seek, Write};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -46,6 +49,108 @@ impl Remote {
 
     pub fn is_http(&self) -> bool {
         self.url.starts_with("https://") || self.url.starts_with("http://")
+    }
+}
+
+/// ssh with the node's key, never asking anyone anything, trusting the host
+/// keys the seed pinned as well as the system's.
+pub fn ssh_command(node: &Node) -> String {
+    let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
+    let mut command = format!("ssh -i {} -o BatchMode=yes", quote(&node.ssh_key()));
+    if node.known_hosts().is_file() {
+        command.push_str(&format!(
+            " -o UserKnownHostsFile={}",
+            quote(&node.known_hosts())
+        ));
+    }
+    command
+}
+
+/// Points `cmd` (a git command that reaches a remote) at the node's SSH key,
+/// unless the admin's environment chose how git runs ssh.
+pub fn use_node_key(node: &Node, cmd: &mut Command) {
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        cmd.env("GIT_SSH_COMMAND", ssh_command(node));
+    }
+}
+
+/// A git command talking to a remote, run in the background with a deadline
+/// (a fetch, a report's push).
+pub struct Transfer {
+    what: &'static str,
+    child: Child,
+    /// Where its stderr goes, a file so that it cannot block.
+    stderr: fs::File,
+}
+
+impl Transfer {
+    /// Starts `cmd` (`what` names it in messages) in its own process group,
+    /// so that a timeout ends ssh and the transport helpers with it.
+    pub fn start(what: &'static str, mut cmd: Command) -> Result<Transfer> {
+        let stderr = tempfile::tempfile().context("cannot create a temporary file")?;
+        cmd.stdout(Stdio::null()).stderr(stderr.try_clone()?);
+        git::log_command(&cmd);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().with_context(|| format!("cannot run {what}"))?;
+        Ok(Transfer {
+            what,
+            child,
+            stderr,
+        })
+    }
+
+    /// Waits until `deadline`, then kills the process group; an error says
+    /// what git (or ssh) said, with any password in a URL hidden.
+    pub fn wait(mut self, deadline: Instant) -> std::result::Result<(), String> {
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                if status.success() {
+                    return Ok(());
+                }
+                let mut text = String::new();
+                let _ = self.stderr.rewind();
+                let _ = (&mut self.stderr).take(64 * 1024).read_to_string(&mut text);
+                return Err(format!(
+                    "{} {}: {}",
+                    self.what,
+                    crate::stream::explain(status),
+                    redact(&failure(&text))
+                ));
+            }
+            if Instant::now() >= deadline {
+                let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                let _ = self.child.wait();
+                return Err("timed out".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// What git said went wrong, without the advice git appends to every
+/// failed SSH transfer ("Please make sure you have the correct access
+/// rights..."), which would hide ssh's own reason.
+fn failure(stderr: &str) -> String {
+    const BOILERPLATE: &[&str] = &[
+        "fatal: Could not read from remote repository.",
+        "Please make sure you have the correct access rights",
+        "and the repository exists.",
+    ];
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !BOILERPLATE.contains(l))
+        .collect();
+    match lines.as_slice() {
+        [] => stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        lines => lines[lines.len().saturating_sub(2)..].join(" / "),
     }
 }
 
@@ -265,6 +370,24 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_ssh_fetch_says_what_ssh_said() {
+        let stderr = "kex_exchange_identification: read: Connection reset by peer\n\
+                      Connection reset by 127.0.0.10 port 22\n\
+                      fatal: Could not read from remote repository.\n\n\
+                      Please make sure you have the correct access rights\n\
+                      and the repository exists.\n";
+        assert_eq!(
+            failure(stderr),
+            "kex_exchange_identification: read: Connection reset by peer / \
+             Connection reset by 127.0.0.10 port 22"
+        );
+        assert_eq!(
+            failure("fatal: unable to access 'https://h/': SSL certificate problem\n"),
+            "fatal: unable to access 'https://h/': SSL certificate problem"
+        );
+    }
 
     #[test]
     fn urls_by_source() {

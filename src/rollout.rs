@@ -1,34 +1,48 @@
-//! Gradual rollout for pull fleets: `troops.yaml`'s `rollout` percentage.
+//! Gradual rollout for pull fleets: `troops.yaml`'s `rollout`.
 //!
-//! A deployment commit may ask that only a fraction of nodes take it. Each
-//! node places itself by a stable hash of its hostname (not of the commit),
-//! so the nodes inside 25% are still inside 50%, and a later commit with a
-//! larger fraction widens the same set. troops.yaml is read from the commit
-//! without running any Python.
+//! A deployment commit may ask that only a fraction of nodes take it
+//! (`rollout: 25`), or that it go to a canary fraction first and to the rest
+//! only once the canaries' status reports show it works (`rollout: {canary:
+//! 5%, wait: 30min, max_failures: 1}`). Each node places itself by a stable
+//! hash of its hostname (not of the commit), so the nodes inside 25% are
+//! still inside 50%, a later commit with a larger fraction widens the same
+//! set, and every node agrees on which nodes are canaries. troops.yaml is
+//! read from the commit without running any Python.
+
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::error::UserError;
 use crate::git::{Repo, short};
+use crate::paths::Node;
+use crate::report::{self, KEYS_FILE, Received};
 
-/// The top-level keys of troops.yaml.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeploymentFile {
-    rollout: Option<Percent>,
+/// What a commit's troops.yaml asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rollout {
+    /// This percentage of the nodes take the commit.
+    Fraction(f64),
+    /// Canary waves.
+    Waves(Waves),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Percent {
-    Number(f64),
-    Text(String),
+/// `rollout: {canary, wait, max_failures}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waves {
+    /// The percentage of nodes that take the commit at once (at least one).
+    pub canary: f64,
+    /// How long after a canary's first success report the rest may follow.
+    pub wait: Duration,
+    /// How many canaries may report failing it before the rest hold back.
+    pub max_failures: usize,
 }
 
-/// The commit's rollout percentage, if its troops.yaml sets one.
-pub fn fraction(repo: &Repo, commit: &str) -> Result<Option<f64>> {
+/// The commit's rollout, if its troops.yaml sets one.
+pub fn read(repo: &Repo, commit: &str) -> Result<Option<Rollout>> {
     let mut cmd = repo.command();
     cmd.args(["cat-file", "blob", &format!("{commit}:troops.yaml")]);
     let out = cmd.output().context("cannot run git cat-file")?;
@@ -41,32 +55,207 @@ pub fn fraction(repo: &Repo, commit: &str) -> Result<Option<f64>> {
             "invalid troops.yaml in commit {}: {e}",
             short(commit)
         ))
-        .hint("`rollout` takes a percentage: `rollout: 25` or `rollout: \"25%\"`")
+        .hint(
+            "`rollout` takes a percentage (`rollout: 25`) or canary waves \
+             (`rollout: {canary: 5%, wait: 30min, max_failures: 1}`)",
+        )
         .into()
     })
 }
 
-fn parse(text: &str) -> std::result::Result<Option<f64>, String> {
+fn parse(text: &str) -> std::result::Result<Option<Rollout>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let file: DeploymentFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-    let Some(percent) = file.rollout else {
-        return Ok(None);
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let top = match &doc {
+        Value::Null => return Ok(None),
+        Value::Object(top) => top,
+        _ => return Err("the file must be a mapping".to_owned()),
     };
-    let value = match percent {
-        Percent::Number(n) => n,
-        Percent::Text(t) => t
-            .trim()
-            .trim_end_matches('%')
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("`rollout: {t}` is not a percentage"))?,
-    };
-    if !(0.0..=100.0).contains(&value) {
-        return Err(format!("`rollout: {value}` is not between 0 and 100"));
+    if let Some(key) = top.keys().find(|k| *k != "rollout") {
+        return Err(format!("unknown key `{key}`"));
     }
-    Ok(Some(value))
+    match top.get("rollout") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(waves)) => parse_waves(waves).map(|w| Some(Rollout::Waves(w))),
+        Some(value) => percent(value, "rollout").map(|p| Some(Rollout::Fraction(p))),
+    }
+}
+
+fn parse_waves(map: &serde_json::Map<String, Value>) -> std::result::Result<Waves, String> {
+    if let Some(key) = map
+        .keys()
+        .find(|k| !["canary", "wait", "max_failures"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown key `rollout.{key}`"));
+    }
+    let canary = percent(
+        map.get("canary")
+            .ok_or("`rollout.canary` is missing: the canary percentage")?,
+        "rollout.canary",
+    )?;
+    let wait = match map.get("wait") {
+        None => Duration::ZERO,
+        Some(Value::String(span)) => humantime::parse_duration(span)
+            .map_err(|_| format!("`rollout.wait: {span}` is not a time span like 30min"))?,
+        Some(other) => {
+            return Err(format!(
+                "`rollout.wait: {other}` is not a time span like 30min"
+            ));
+        }
+    };
+    let max_failures = match map.get("max_failures") {
+        None => 0,
+        Some(value) => value
+            .as_u64()
+            .ok_or_else(|| format!("`rollout.max_failures: {value}` is not a number of nodes"))?
+            as usize,
+    };
+    Ok(Waves {
+        canary,
+        wait,
+        max_failures,
+    })
+}
+
+/// A percentage: a number, or a string such as "12.5%".
+fn percent(value: &Value, key: &str) -> std::result::Result<f64, String> {
+    let number = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match number {
+        Some(n) if (0.0..=100.0).contains(&n) => Ok(n),
+        Some(n) => Err(format!("`{key}: {n}` is not between 0 and 100")),
+        None => Err(format!("`{key}: {value}` is not a percentage")),
+    }
+}
+
+/// Why this node holds `commit` back under `waves`, or `None` when it may
+/// deploy it now: it is a canary, or the canaries' verified reports show
+/// the commit working for long enough and failing on few enough of them.
+/// Reports are read only here, while a commit is pending.
+pub fn held_by_waves(
+    node: &Node,
+    config: &Config,
+    repo: &Repo,
+    commit: &str,
+    waves: &Waves,
+) -> Result<Option<String>> {
+    let hostname = hostname();
+    let keys = report::keys_file(repo, commit)?;
+    let fleet = match &keys {
+        Some(keys) => report::fleet(keys.path())?,
+        None => Vec::new(),
+    };
+    let canaries = canaries(&fleet, waves.canary);
+    if takes(&hostname, waves.canary) || canaries.contains(&hostname) {
+        return Ok(None);
+    }
+    let Some(keys) = keys else {
+        return Ok(Some(format!(
+            "canary waves: commit {} has no {KEYS_FILE}, so no canary's report can be \
+             verified; add the nodes' keys to it",
+            short(commit)
+        )));
+    };
+    let Some(remote) = &config.report else {
+        return Ok(Some(
+            "canary waves: this node has no report remote to read the canaries' reports \
+             from (`[report] url` in /etc/troops/troops.toml)"
+                .to_owned(),
+        ));
+    };
+    let reports = match report::fetch(node, &remote.url)
+        .and_then(|reports| report::read_all(&reports, Some(keys.path())))
+    {
+        Ok(reports) => reports,
+        Err(e) => {
+            return Ok(Some(format!(
+                "canary waves: cannot read the status reports from `{}`: {}",
+                crate::remotes::redact(&remote.url),
+                crate::engine::one_line(&e)
+            )));
+        }
+    };
+    Ok(decide(commit, &canaries, &reports, waves, SystemTime::now()).err())
+}
+
+/// The canary nodes of `fleet`: those inside `percent`, or the one placed
+/// first when none is, so that a small fleet still has a canary.
+pub fn canaries(fleet: &[String], percent: f64) -> Vec<String> {
+    let inside: Vec<String> = fleet
+        .iter()
+        .filter(|n| takes(n, percent))
+        .cloned()
+        .collect();
+    if !inside.is_empty() {
+        return inside;
+    }
+    fleet
+        .iter()
+        .min_by(|a, b| position(a).total_cmp(&position(b)))
+        .cloned()
+        .into_iter()
+        .collect()
+}
+
+/// Whether the canaries' verified reports let the rest take `commit` now;
+/// `Err` says why not.
+fn decide(
+    commit: &str,
+    canaries: &[String],
+    reports: &[Received],
+    waves: &Waves,
+    now: SystemTime,
+) -> std::result::Result<(), String> {
+    let mut succeeded: Vec<(SystemTime, &str)> = Vec::new();
+    let mut failed: Vec<&str> = Vec::new();
+    for received in reports.iter().filter(|r| canaries.contains(&r.hostname)) {
+        let Some(report) = received.trusted() else {
+            continue;
+        };
+        let facts = &report.facts;
+        let deployed = facts.deployed.as_ref().filter(|d| d.commit == commit);
+        if let Some(deployed) = deployed {
+            if let Ok(at) = humantime::parse_rfc3339(&deployed.at) {
+                succeeded.push((at, &received.hostname));
+            }
+        } else if facts
+            .last_deploy
+            .as_ref()
+            .is_some_and(|d| d.commit.as_deref() == Some(commit) && d.result == "failure")
+        {
+            failed.push(&received.hostname);
+        }
+    }
+    let commit = short(commit);
+    if failed.len() > waves.max_failures {
+        return Err(format!(
+            "canary waves: {} canary node(s) failed to deploy {commit} ({}), more than \
+             max_failures: {}",
+            failed.len(),
+            failed.join(", "),
+            waves.max_failures
+        ));
+    }
+    let Some(&(first, who)) = succeeded.iter().min() else {
+        return Err(format!(
+            "canary waves: waiting for a canary node ({}) to report that it deployed {commit}",
+            canaries.join(", ")
+        ));
+    };
+    let until = first + waves.wait;
+    if now < until {
+        return Err(format!(
+            "canary waves: {who} deployed {commit} at {}; the others wait until {}",
+            humantime::format_rfc3339_seconds(first),
+            humantime::format_rfc3339_seconds(until)
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the node named `hostname` is inside `percent` of the fleet.
@@ -108,13 +297,122 @@ mod tests {
 
     #[test]
     fn percentages_parse() {
-        assert_eq!(parse("rollout: 25\n"), Ok(Some(25.0)));
-        assert_eq!(parse("rollout: '12.5%'\n"), Ok(Some(12.5)));
+        assert_eq!(parse("rollout: 25\n"), Ok(Some(Rollout::Fraction(25.0))));
+        assert_eq!(
+            parse("rollout: '12.5%'\n"),
+            Ok(Some(Rollout::Fraction(12.5)))
+        );
         assert_eq!(parse("# nothing\n"), Ok(None));
         assert_eq!(parse(""), Ok(None));
         assert!(parse("rollout: 120\n").is_err());
         assert!(parse("rollout: lots\n").is_err());
         assert!(parse("rolout: 5\n").is_err());
+    }
+
+    #[test]
+    fn waves_parse() {
+        assert_eq!(
+            parse("rollout: {canary: 5%, wait: 30min, max_failures: 1}\n"),
+            Ok(Some(Rollout::Waves(Waves {
+                canary: 5.0,
+                wait: Duration::from_secs(1800),
+                max_failures: 1
+            })))
+        );
+        assert_eq!(
+            parse("rollout:\n  canary: 10\n"),
+            Ok(Some(Rollout::Waves(Waves {
+                canary: 10.0,
+                wait: Duration::ZERO,
+                max_failures: 0
+            })))
+        );
+        for (bad, says) in [
+            ("rollout: {wait: 1h}\n", "rollout.canary"),
+            ("rollout: {canary: 5%, wait: soon}\n", "rollout.wait"),
+            (
+                "rollout: {canary: 5%, max_failures: -1}\n",
+                "rollout.max_failures",
+            ),
+            ("rollout: {canary: 150%}\n", "rollout.canary"),
+            ("rollout: {canary: 5%, waves: 3}\n", "rollout.waves"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    fn received(hostname: &str, json: serde_json::Value, verified: bool) -> Received {
+        let mut report = serde_json::json!({"version": 1, "hostname": hostname,
+            "reported_at": "2026-01-01T00:00:00Z", "heartbeat_seconds": 60});
+        report
+            .as_object_mut()
+            .unwrap()
+            .extend(json.as_object().unwrap().clone());
+        Received {
+            hostname: hostname.to_owned(),
+            report: Ok(serde_json::from_value(report).unwrap()),
+            verified: if verified {
+                Ok(())
+            } else {
+                Err("not signed".into())
+            },
+        }
+    }
+
+    #[test]
+    fn the_rest_follow_verified_canary_successes_after_the_wait() {
+        let c = "c".repeat(40);
+        let waves = Waves {
+            canary: 10.0,
+            wait: Duration::from_secs(600),
+            max_failures: 1,
+        };
+        let canaries = ["a".to_owned(), "b".to_owned(), "d".to_owned()];
+        let ok = |h: &str, v: bool| {
+            received(
+                h,
+                serde_json::json!({"deployed": {"commit": c, "at": "2026-01-01T00:00:00Z"}}),
+                v,
+            )
+        };
+        let failed = |h: &str| {
+            received(
+                h,
+                serde_json::json!({"last_deploy": {"commit": c, "result": "failure",
+                "trigger": "pull", "finished_at": "2026-01-01T00:00:00Z", "reason": "boom"}}),
+                true,
+            )
+        };
+        let start = humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let later = start + Duration::from_secs(601);
+        let decide_at = |reports: &[Received], now| decide(&c, &canaries, reports, &waves, now);
+        // Nobody reported, or only unverified or non-canary reports: hold.
+        assert!(decide_at(&[], later).is_err());
+        assert!(decide_at(&[ok("a", false), ok("z", true)], later).is_err());
+        // A verified success: hold until the wait has passed.
+        let e = decide_at(&[ok("a", true)], start + Duration::from_secs(60)).unwrap_err();
+        assert!(e.contains("wait until"), "{e}");
+        assert_eq!(decide_at(&[ok("a", true)], later), Ok(()));
+        // One failure is allowed, two are not.
+        assert_eq!(decide_at(&[ok("a", true), failed("b")], later), Ok(()));
+        let e = decide_at(&[ok("a", true), failed("b"), failed("d")], later).unwrap_err();
+        assert!(
+            e.contains("2 canary node(s) failed") && e.contains("b, d"),
+            "{e}"
+        );
+        // Failures alone never let anyone through.
+        assert!(decide_at(&[failed("b")], later).is_err());
+    }
+
+    #[test]
+    fn a_fleet_always_has_a_canary() {
+        let fleet: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+        let one = canaries(&fleet, 0.0);
+        assert_eq!(one.len(), 1);
+        assert_eq!(canaries(&fleet, 0.01), one);
+        assert_eq!(canaries(&fleet, 100.0), fleet);
+        assert!(canaries(&[], 50.0).is_empty());
     }
 
     #[test]

@@ -300,7 +300,8 @@ fn seeded_instance(node: &Node, here: &str) -> Option<String> {
     })
 }
 
-/// Sets `branch`, `roles` and `signatures` in troops.toml, keeping other keys.
+/// Sets `branch`, `roles`, `signatures` and `report` in troops.toml, keeping
+/// other keys.
 fn write_config(node: &Node, seed: &Seed) -> Result<()> {
     let path = node.config_file();
     let mut table: toml::Table = match fs::read_to_string(&path) {
@@ -323,6 +324,14 @@ fn write_config(node: &Node, seed: &Seed) -> Result<()> {
             Policy::Gpg => "gpg",
         };
         table.insert("signatures".into(), word.into());
+    }
+    if let Some(report) = &seed.report {
+        let mut section = toml::Table::new();
+        section.insert("url".into(), report.url.clone().into());
+        if let Some(heartbeat) = &report.heartbeat {
+            section.insert("heartbeat".into(), heartbeat.clone().into());
+        }
+        table.insert("report".into(), section.into());
     }
     fs::create_dir_all(node.etc())?;
     let text = format!("# Written by `troops seed`; other keys are kept.\n{table}");

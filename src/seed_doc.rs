@@ -14,6 +14,7 @@
 //!   pull_interval: 15min       # a systemd time span
 //!   known_hosts: ["repos.example.com ssh-ed25519 AAAA..."]
 //!   https_ca: "-----BEGIN CERTIFICATE-----..."   # pinned for HTTPS remotes
+//!   report: {url: "git@repos.example.com:fleet", heartbeat: 1h}
 //! ```
 //!
 //! User-data may be that document, or a `#cloud-config` whose `write_files`
@@ -23,7 +24,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::{Policy, validate_branch};
+use crate::config::{Policy, ReportRemote, check_report, validate_branch};
 use crate::remotes;
 
 /// Where cloud-init's `write_files` puts the seed, and where Troops keeps it.
@@ -50,6 +51,8 @@ pub struct Seed {
     pub known_hosts: Vec<String>,
     /// The CA certificates (PEM) that HTTPS remotes must chain to.
     pub https_ca: Option<String>,
+    /// Where the node pushes its status reports.
+    pub report: Option<ReportRemote>,
 }
 
 /// A rejection: the key at fault (`troops.remotes[1].url`) and why.
@@ -259,6 +262,7 @@ pub fn parse(text: &str) -> Result<Seed, Invalid> {
             "gpg_keys" => seed.gpg_keys = gpg_keys(value, &path)?,
             "known_hosts" => seed.known_hosts = known_hosts(value, &path)?,
             "https_ca" => seed.https_ca = Some(certificates(value, &path)?),
+            "report" => seed.report = Some(report(value, &path)?),
             "pull_interval" => {
                 let span = string(value, &path)?;
                 validate_time_span(&span).map_err(|e| invalid(&path, e))?;
@@ -315,6 +319,26 @@ fn remotes(value: &Value, path: &str) -> Result<Vec<Remote>, Invalid> {
         remotes.push(Remote { name, url });
     }
     Ok(remotes)
+}
+
+fn report(value: &Value, path: &str) -> Result<ReportRemote, Invalid> {
+    let map = value
+        .as_object()
+        .ok_or_else(|| invalid(path, "must be a mapping with `url` (and `heartbeat`)"))?;
+    if let Some(key) = map.keys().find(|k| *k != "url" && *k != "heartbeat") {
+        return Err(invalid(format!("{path}.{key}"), "unknown key"));
+    }
+    let field = |key: &str| {
+        map.get(key)
+            .map(|v| string(v, &format!("{path}.{key}")))
+            .transpose()
+    };
+    let report = ReportRemote {
+        url: field("url")?.ok_or_else(|| invalid(format!("{path}.url"), "missing"))?,
+        heartbeat: field("heartbeat")?,
+    };
+    check_report(&report).map_err(|e| invalid(path, e))?;
+    Ok(report)
 }
 
 fn names(value: &Value, path: &str) -> Result<Vec<String>, Invalid> {
@@ -533,6 +557,12 @@ mod tests {
         let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let doc = format!("troops:\n  https_ca: |\n    {}", ca.replace('\n', "\n    "));
         assert_eq!(parse(&doc).unwrap().https_ca.as_deref(), Some(ca));
+        let doc = "troops:\n  report: {url: 'git@h:fleet', heartbeat: 2h}\n";
+        let report = parse(doc).unwrap().report.unwrap();
+        assert_eq!(
+            (report.url.as_str(), report.heartbeat.as_deref()),
+            ("git@h:fleet", Some("2h"))
+        );
     }
 
     #[test]
@@ -578,6 +608,15 @@ mod tests {
             ("troops:\n  signatures: maybe\n", "troops.signatures"),
             ("troops:\n  gpg_keys: ['not a key']\n", "troops.gpg_keys[0]"),
             ("troops:\n  pull_interval: soon\n", "troops.pull_interval"),
+            (
+                "troops:\n  report: {url: '-oProxyCommand=x'}\n",
+                "troops.report",
+            ),
+            ("troops:\n  report: {heartbeat: 1h}\n", "troops.report.url"),
+            (
+                "troops:\n  report: {url: 'h:r', every: 1h}\n",
+                "troops.report.every",
+            ),
             ("troops:\n  https_ca: 'trust me'\n", "troops.https_ca"),
             (
                 "troops:\n  https_ca: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\\n\"\n",
@@ -645,6 +684,7 @@ mod tests {
                 "allowed_signers",
                 "gpg_keys",
                 "pull_interval",
+                "report",
                 "bogus",
             ]);
             prop::collection::btree_map(key, value(), 0..6).prop_map(|keys| {
