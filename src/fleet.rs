@@ -20,8 +20,8 @@ use crate::report::{self, KEYS_FILE, REF_PREFIX, Received};
 /// URL), fleet fetches those refs into the repository first; without it,
 /// it reads the ones the repository has (on the git server itself, say).
 ///
-/// One line per node: the commit it runs, its last deploy's result, its
-/// last pull's outcome, what it holds back, its last check, when it
+/// One line per node: the commit it runs, its last deploy's result, how
+/// its last pull went (ok, held-back or failed), what it holds back, its last check, when it
 /// reported, STATE (`current`, `stale` after three missed heartbeats, or
 /// `no report`) and SIGNATURE (`verified` when the node's own key, as the
 /// deployment's nodes.allowed_signers lists it, signed the report; a report

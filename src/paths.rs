@@ -267,7 +267,12 @@ pub fn chown_tree_at(dir: &OwnedFd, shown: &Path, gid: Gid) -> Result<()> {
 /// `gid` with `mode`, set before the file gets its name: a link planted at
 /// `name` is replaced, never followed.
 pub fn write_at(dir: &OwnedFd, name: &str, data: &[u8], mode: u32, gid: Gid) -> Result<()> {
-    let tmp = format!(".{name}.troops-{}", std::process::id());
+    // The pid alone may repeat across PID namespaces sharing the directory.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let tmp = format!(".{name}.troops-{}-{nanos:x}", std::process::id());
     let _ = nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     let fd = openat(
         dir,

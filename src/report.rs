@@ -49,12 +49,32 @@ pub struct Facts {
     pub deployed: Option<Deployed>,
     /// The last deploy, successful or not.
     pub last_deploy: Option<LastDeploy>,
-    /// The outcome of the last pull: deployed, nothing, held-back or failed.
-    pub pull: Option<Outcome>,
+    /// How the last pull went.
+    pub pull: Option<PullState>,
     /// The commit the last pull held back, and why.
     pub held_back: Option<HeldBack>,
     /// The last `troops check`.
     pub check: Option<CheckSummary>,
+}
+
+/// A pull's outcome as far as the fleet cares: whether it deployed or had
+/// nothing to do is no news (the deployed commit says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullState {
+    Ok,
+    HeldBack,
+    Failed,
+}
+
+impl From<Outcome> for PullState {
+    fn from(outcome: Outcome) -> PullState {
+        match outcome {
+            Outcome::Deployed | Outcome::Nothing => PullState::Ok,
+            Outcome::HeldBack => PullState::HeldBack,
+            Outcome::Failed => PullState::Failed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +204,7 @@ fn gather(node: &Node) -> Result<Facts> {
         hostname: rollout::hostname(),
         deployed,
         last_deploy,
-        pull: pull.map(|p| p.result),
+        pull: pull.map(|p| p.result.into()),
         held_back,
         check,
     })

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 pub mod apt;
 pub mod cluster;
 pub mod nginx;
+pub mod pull_fleet;
 pub mod signer;
 pub mod timing;
 

@@ -1,0 +1,103 @@
+//! Status reports and `troops fleet`: namespaced nodes pull one deployment
+//! from a git server over SSH and push signed reports back to it; the admin
+//! reads them from a clone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pull_fleet::{PullFleet, row};
+
+#[test]
+fn fleet_shows_every_node_its_failures_and_who_went_silent() {
+    let names: Vec<String> = ["app-1", "app-2", "app-3"]
+        .map(|n| format!("{n}.example.com"))
+        .to_vec();
+    let fleet = PullFleet::start(&names, "2s");
+
+    // Before any node reported, the deployment's key file still lists them.
+    let good = fleet.publish("v1", &[], "");
+    let view = fleet.fleet();
+    for name in &names {
+        assert_eq!(row(&view, name)["state"], "no report", "{view:#}");
+    }
+
+    for run in fleet.pull(&[0, 1, 2]) {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    let view = fleet.fleet();
+    for name in &names {
+        let node = row(&view, name);
+        assert_eq!(node["state"], "current", "{view:#}");
+        assert_eq!(node["verified"], true, "{view:#}");
+        assert_eq!(node["report"]["deployed"]["commit"], good.as_str());
+        assert_eq!(node["report"]["last_deploy"]["result"], "success");
+        assert_eq!(node["report"]["pull"], "ok");
+    }
+    assert_eq!(
+        view["commits"],
+        serde_json::json!([{"commit": good, "nodes": 3}])
+    );
+
+    // A no-change pull with no heartbeat due pushes nothing.
+    let before = fleet.report_ref(&names[0]).unwrap();
+    fleet.pull(&[0]);
+    assert_eq!(fleet.report_ref(&names[0]).unwrap(), before);
+
+    // A commit that fails on app-2: its row says so, the others run it.
+    let bad_here = fleet.publish("v2", &[&names[1]], "");
+    let runs = fleet.pull(&[0, 1, 2]);
+    assert_eq!(runs[1].code, Some(1), "{}", runs[1].stderr);
+    let view = fleet.fleet();
+    let failing = row(&view, &names[1]);
+    assert_eq!(failing["report"]["last_deploy"]["result"], "failure");
+    assert_eq!(
+        failing["report"]["last_deploy"]["commit"],
+        bad_here.as_str()
+    );
+    assert_eq!(failing["report"]["deployed"]["commit"], good.as_str());
+    assert_eq!(failing["report"]["pull"], "failed");
+    assert_eq!(
+        row(&view, &names[0])["report"]["deployed"]["commit"],
+        bad_here.as_str()
+    );
+    let table = fleet.fleet_command(&[]);
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&names[1]))
+        .unwrap_or_else(|| panic!("{}", table.stdout));
+    assert!(
+        line.contains("failure") && line.contains("failed"),
+        "{line}"
+    );
+    assert!(
+        table
+            .stdout
+            .contains(&format!("{}  2 node(s)", &bad_here[..12])),
+        "{}",
+        table.stdout
+    );
+
+    // app-3 stops pulling; once three heartbeats have passed without its
+    // report, it is stale, while the others' heartbeats keep them current.
+    let silent_since = Instant::now();
+    while silent_since.elapsed() < Duration::from_secs(7) {
+        std::thread::sleep(Duration::from_millis(2100));
+        fleet.pull(&[0, 1]);
+    }
+    let view = fleet.fleet();
+    assert_eq!(row(&view, &names[2])["state"], "stale", "{view:#}");
+    assert_eq!(row(&view, &names[0])["state"], "current", "{view:#}");
+    assert_eq!(row(&view, &names[1])["state"], "current", "{view:#}");
+    assert_ne!(fleet.report_ref(&names[0]).unwrap(), before);
+    let table = fleet.fleet_command(&[]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&names[2]) && l.contains("stale")),
+        "{}",
+        table.stdout
+    );
+}
