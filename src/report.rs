@@ -309,8 +309,9 @@ fn scratch(node: &Node, name: &str) -> Result<Repo> {
 
 /// Fetches every report from the node's report remote into a root-only
 /// repository (the objects are verified like any remote's), removing the
-/// reports the remote no longer has.
-pub fn fetch(node: &Node, url: &str) -> Result<Repo> {
+/// reports the remote no longer has, and reads them against `keys`. Under a
+/// lock, so that two pulls do not fetch into it at once.
+pub fn fetch_and_read(node: &Node, url: &str, keys: &Path) -> Result<Vec<Received>> {
     let _lock = crate::lock::exclusive(&node.lib().join("cache/reports.lock"))?;
     let repo = scratch(node, "reports.git")?;
     let mut cmd = repo.command();
@@ -329,7 +330,7 @@ pub fn fetch(node: &Node, url: &str) -> Result<Repo> {
     remotes::Transfer::start("git fetch", cmd)?
         .wait(Instant::now() + FETCH_TIMEOUT)
         .map_err(anyhow::Error::msg)?;
-    Ok(repo)
+    read_all(&repo, Some(keys))
 }
 
 /// One node's report as a reader found it.
@@ -498,22 +499,22 @@ fn contents(repo: &Repo, commits: &[&str]) -> Result<std::collections::HashMap<S
     let input: String = wanted.iter().map(|(_, blob)| format!("{blob}\n")).collect();
     let out = repo.run_with_input(["cat-file", "--batch"], input.into_bytes())?;
     let mut rest = &out[..];
-    for (commit, _) in wanted {
+    for (commit, blob) in wanted {
+        // Each answer is `ID blob SIZE`, the content and a newline; anything
+        // else (an object gone meanwhile) ends the reading.
         let Some(end) = rest.iter().position(|&b| b == b'\n') else {
             break;
         };
         let header = String::from_utf8_lossy(&rest[..end]).into_owned();
-        let size: usize = header
-            .rsplit(' ')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        rest = &rest[end + 1..];
-        if rest.len() < size {
+        let size = match header.split(' ').collect::<Vec<_>>()[..] {
+            [id, "blob", size] if id == blob => size.parse::<usize>().ok(),
+            _ => None,
+        };
+        let Some(size) = size.filter(|&s| rest.len() >= end + 2 + s) else {
             break;
-        }
-        found.insert(commit, rest[..size].to_vec());
-        rest = rest.get(size + 1..).unwrap_or_default();
+        };
+        found.insert(commit, rest[end + 1..end + 1 + size].to_vec());
+        rest = &rest[end + 2 + size..];
     }
     Ok(found)
 }

@@ -168,9 +168,7 @@ pub fn held_by_waves(
                 .to_owned(),
         ));
     };
-    let reports = match report::fetch(node, &remote.url)
-        .and_then(|reports| report::read_all(&reports, Some(keys.path())))
-    {
+    let reports = match report::fetch_and_read(node, &remote.url, keys.path()) {
         Ok(reports) => reports,
         Err(e) => {
             return Ok(Some(format!(
