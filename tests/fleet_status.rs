@@ -39,6 +39,29 @@ fn fleet_shows_every_node_its_failures_and_who_went_silent() {
         serde_json::json!([{"commit": good, "nodes": 3}])
     );
 
+    // With the update hook README gives, a node's key writes its own report
+    // and nothing else: not another node's, not the deploy branch.
+    // (Its own reports reaching the server, above, are the control.)
+    let theirs = fleet.report_ref(&names[1]).unwrap();
+    let evil = fleet
+        .repo
+        .git(&["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "evil"]);
+    for dst in [
+        format!("refs/troops/status/{}", names[1]),
+        "refs/heads/master".to_owned(),
+    ] {
+        let run = fleet.push_as_node(0, &evil, &dst);
+        assert_ne!(run.code, Some(0), "{dst}");
+        assert!(
+            run.stderr
+                .contains("may write refs/troops/status/app-1.example.com only"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(fleet.report_ref(&names[1]).unwrap(), theirs);
+    assert_eq!(fleet.server_ref("refs/heads/master").unwrap(), good);
+
     // A no-change pull with no heartbeat due pushes nothing.
     let before = fleet.report_ref(&names[0]).unwrap();
     fleet.pull(&[0]);

@@ -2,6 +2,7 @@
 //! from one git server over SSH and push their status reports back to it.
 
 use std::fs;
+use std::path::Path;
 
 use super::cluster::{Client, SshNode};
 use super::{DeployRepo, Run, clean_command};
@@ -30,6 +31,14 @@ impl PullFleet {
             )
             .success();
         let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
+        // The hook README gives for a git server where nodes share an account.
+        let hook = server.dir.path().join("home/alice/deploy.git/hooks/update");
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/report-update-hook"),
+            &hook,
+        )
+        .unwrap();
+        std::os::unix::fs::chown(&hook, Some(2001), Some(2001)).unwrap();
         let nodes: Vec<SshNode> = hostnames
             .iter()
             .map(|name| SshNode::start(name, &client))
@@ -37,7 +46,7 @@ impl PullFleet {
         let mut keys = String::new();
         for node in &nodes {
             node.trust_host(&server);
-            server.authorize("alice", &node.public_key());
+            server.authorize("alice", &node_key_line(&node.hostname, &node.public_key()));
             let etc = node.dir.path().join("etc/troops");
             fs::write(
                 etc.join("gitconfig"),
@@ -122,19 +131,52 @@ impl PullFleet {
         Run::from(out)
     }
 
+    /// `git push --force URL SRC:DST` from the admin's clone, with the key
+    /// of the node at `index`.
+    pub fn push_as_node(&self, index: usize, src: &str, dst: &str) -> Run {
+        let node = &self.nodes[index];
+        let ssh = format!(
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes \
+             -o UserKnownHostsFile={} -i {}",
+            self.client.dir.path().join("known_hosts").display(),
+            node.lib().join("ssh/id_ed25519").display()
+        );
+        let out = clean_command("git", self.repo.path())
+            .arg("-C")
+            .arg(self.repo.path())
+            .env("GIT_SSH_COMMAND", ssh)
+            .args(["push", "--force", "--quiet", &self.url])
+            .arg(format!("{src}:{dst}"))
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
     /// The report ref of `hostname` on the server, if any.
     pub fn report_ref(&self, hostname: &str) -> Option<String> {
+        self.server_ref(&format!("refs/troops/status/{hostname}"))
+    }
+
+    /// What `name` names in the server's repository, if anything.
+    pub fn server_ref(&self, name: &str) -> Option<String> {
         let out = clean_command("git", self.server.dir.path())
             .args(["-c", "safe.directory=*", "--git-dir"])
             .arg(self.server.dir.path().join("home/alice/deploy.git"))
-            .args(["rev-parse", "--verify", "--quiet"])
-            .arg(format!("refs/troops/status/{hostname}"))
+            .args(["rev-parse", "--verify", "--quiet", name])
             .output()
             .unwrap();
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
+}
+
+/// An authorized_keys line that lets a node's key write its own report ref
+/// only (with examples/report-update-hook).
+fn node_key_line(hostname: &str, public_key: &str) -> String {
+    format!(
+        "restrict,command=\"env TROOPS_NODE={hostname} git-shell -c \\\"$SSH_ORIGINAL_COMMAND\\\"\" {public_key}"
+    )
 }
 
 /// The node named `hostname` in `fleet --json` output.
