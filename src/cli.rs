@@ -16,7 +16,12 @@ use crate::{
 /// `git push` to a node deploys the pushed commit there, and `troops pull`
 /// deploys what the node's remotes fast-forward to. Nothing is central.
 #[derive(Debug, Parser)]
-#[command(name = "troops", version, propagate_version = true)]
+#[command(
+    name = "troops",
+    version,
+    propagate_version = true,
+    after_long_help = CONFIGURATION
+)]
 pub struct Cli {
     /// Put every Troops path under DIR (DIR/var/lib/troops, DIR/etc/troops)
     #[arg(
@@ -31,6 +36,20 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The node configuration's keys, for `troops --help` and the man page.
+const CONFIGURATION: &str = "\
+Node configuration, /etc/troops/troops.toml (every key optional):
+  branch = \"master\"             the branch pushes and pulls deploy
+  roles = [\"web\"]               roles the node has whatever deploy.py says
+  python = \"/usr/bin/python3\"   the interpreter virtualenvs are made from
+  signatures = \"none\"           or \"ssh\" or \"gpg\": deploy signed commits only
+  allowed_signers = PATH        trusted SSH keys [/etc/troops/allowed_signers]
+  gpg_home = PATH               trusted GnuPG keyring [/etc/troops/gnupg]
+  deploy_timeout = \"1h\"         how long a deploy may run
+  [report]
+  url = URL                     where the node pushes its status reports
+  heartbeat = \"1h\"              report at least this often";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

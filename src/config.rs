@@ -90,7 +90,7 @@ impl Config {
                 "invalid node configuration `{}`: {e}",
                 path.display()
             ))
-            .hint("fix the file; `man troops` lists its keys")
+            .hint("fix the file; `troops --help` lists its keys")
         })?;
         if let Some(role) = config
             .roles
