@@ -421,3 +421,61 @@ fn a_seed_applies_once_per_instance_and_a_new_instance_gets_its_own_key() {
     assert_ne!(key(), first_key);
     assert!(run.stderr.contains(key().trim()), "{}", run.stderr);
 }
+
+#[test]
+fn a_seeded_report_remote_gets_the_first_deploys_signed_report() {
+    let node = Node::new();
+    let origin = deployment();
+    let reports = tempfile::tempdir().unwrap();
+    common::clean_command("git", reports.path())
+        .args(["init", "--quiet", "--bare"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    let seed = format!(
+        "{}  report: {{url: '{}', heartbeat: 2h}}\n",
+        seed_yaml(&origin),
+        reports.path().display()
+    );
+    let file = node.root().join("seed.yaml");
+    fs::write(&file, seed).unwrap();
+    let run = node
+        .troops(["seed", "--file", file.to_str().unwrap()])
+        .success();
+    assert_seeded(&node, &origin, &run);
+    let config = fs::read_to_string(node.root().join("etc/troops/troops.toml")).unwrap();
+    assert!(
+        config.contains("[report]") && config.contains("heartbeat = \"2h\""),
+        "{config}"
+    );
+
+    // The report names the node and its first deploy, signed by the node's key.
+    let git = |args: &[&str]| {
+        let out = common::clean_command("git", reports.path())
+            .arg("--git-dir")
+            .arg(reports.path())
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out).success().stdout
+    };
+    let name = format!("refs/troops/status/{}", common::HOSTNAME);
+    let report: serde_json::Value =
+        serde_json::from_str(&git(&["show", &format!("{name}:status.json")])).unwrap();
+    assert_eq!(report["hostname"], common::HOSTNAME);
+    assert_eq!(report["deployed"]["commit"], origin.head().as_str());
+    assert_eq!(report["last_deploy"]["trigger"], "seed");
+    assert_eq!(report["heartbeat_seconds"], 7200);
+    let key = fs::read_to_string(node.lib().join("ssh/id_ed25519.pub")).unwrap();
+    let signers = node.root().join("nodes.allowed_signers");
+    fs::write(&signers, format!("{} {key}", common::HOSTNAME)).unwrap();
+    let verified = git(&[
+        "-c",
+        &format!("gpg.ssh.allowedSignersFile={}", signers.display()),
+        "log",
+        "-1",
+        "--format=%G? %GS",
+        &name,
+    ]);
+    assert_eq!(verified.trim(), format!("G {}", common::HOSTNAME));
+}
