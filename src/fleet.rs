@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
+use crate::remotes;
 use crate::report::{self, KEYS_FILE, REF_PREFIX, Received};
 
 /// Show every node's last status report
@@ -80,18 +81,34 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
     let repo = Repo::work_tree(&dir);
-    if args.rev.starts_with('-') {
-        return Err(UserError::new(format!("invalid --rev `{}`", args.rev)).into());
+    if repo.run(["rev-parse", "--git-dir"]).is_err() {
+        return Err(
+            UserError::new(format!("`{}` is not a git repository", dir.display()))
+                .hint("run `troops fleet` in a clone of the deployment, or give --repository DIR")
+                .into(),
+        );
     }
+    let rev = match repo.resolve_commit(&args.rev)? {
+        Some(commit) if !args.rev.starts_with('-') => commit,
+        _ => {
+            return Err(UserError::new(format!(
+                "--rev `{}` names no commit in `{}`",
+                args.rev,
+                dir.display()
+            ))
+            .into());
+        }
+    };
     if let Some(remote) = &args.remote {
         fetch(&repo, remote)?;
     }
-    let keys = report::keys_file(&repo, &args.rev)?;
+    let keys = report::keys_file(&repo, &rev)?;
     if keys.is_none() {
         eprintln!(
-            "troops: warning: `{}` has no {KEYS_FILE}: no report can be verified \
+            "troops: warning: {} (`{}`) has no {KEYS_FILE}: no report can be verified \
              (list each node as `HOSTNAME KEY`, the key being the node's \
              /var/lib/troops/ssh/id_ed25519.pub)",
+            short(&rev),
             args.rev
         );
     }
@@ -130,9 +147,18 @@ fn fetch(repo: &Repo, remote: &str) -> Result<()> {
         remote,
     ])
     .arg(format!("+{REF_PREFIX}*:{REF_PREFIX}*"));
-    git::output(&mut cmd)
-        .map(drop)
-        .with_context(|| format!("cannot fetch the status reports from `{remote}`"))
+    git::log_command(&cmd);
+    let out = cmd.output().context("cannot run git fetch")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(UserError::new(format!(
+        "cannot fetch the status reports from `{}`: {}",
+        remotes::redact(remote),
+        remotes::failure(&String::from_utf8_lossy(&out.stderr))
+    ))
+    .hint("check the remote's name or URL, and that you may read it")
+    .into())
 }
 
 /// A row per node (reported or listed), sorted, and the commit counts.

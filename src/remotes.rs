@@ -131,7 +131,7 @@ impl Transfer {
 /// What git said went wrong, without the advice git appends to every
 /// failed SSH transfer ("Please make sure you have the correct access
 /// rights..."), which would hide ssh's own reason.
-fn failure(stderr: &str) -> String {
+pub fn failure(stderr: &str) -> String {
     const BOILERPLATE: &[&str] = &[
         "fatal: Could not read from remote repository.",
         "Please make sure you have the correct access rights",

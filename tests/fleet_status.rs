@@ -124,3 +124,53 @@ fn fleet_shows_every_node_its_failures_and_who_went_silent() {
         table.stdout
     );
 }
+
+#[test]
+fn fleet_names_what_is_wrong() {
+    let outside = tempfile::tempdir().unwrap();
+    let fleet = |dir: &std::path::Path, args: &[&str]| {
+        common::Run::from(
+            common::clean_command(env!("CARGO_BIN_EXE_troops"), dir)
+                .current_dir(dir)
+                .arg("fleet")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = fleet(outside.path(), &[]).failure();
+    assert!(
+        run.stderr.contains("is not a git repository"),
+        "{}",
+        run.stderr
+    );
+
+    let repo = common::DeployRepo::with("print('x')\n");
+    let run = fleet(repo.path(), &["--rev", "nosuch"]).failure();
+    assert!(
+        run.stderr.contains("--rev `nosuch` names no commit"),
+        "{}",
+        run.stderr
+    );
+    for remote in ["-oProxyCommand=touch /tmp/pwned", "/nonexistent"] {
+        let run = fleet(repo.path(), &["--", remote]).failure();
+        assert!(
+            run.stderr.contains(remote.split(' ').next().unwrap()),
+            "{}",
+            run.stderr
+        );
+    }
+
+    // No report and no keys file: said, and an empty fleet.
+    let run = fleet(repo.path(), &[]).success();
+    assert!(
+        run.stderr.contains("has no nodes.allowed_signers"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("no node has reported yet"),
+        "{}",
+        run.stdout
+    );
+}
