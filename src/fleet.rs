@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
             args.rev
         );
     }
-    let received = report::read_all(&repo, keys.as_ref().map(|k| k.path()))?;
+    let received = report::read_all(&repo, keys.as_ref().map(|k| k.path()), None)?;
     let known = match &keys {
         Some(keys) => report::fleet(keys.path())?,
         None => Vec::new(),

@@ -360,7 +360,7 @@ pub fn log_command(cmd: &Command) {
 
 /// Short form of a commit id for messages.
 pub fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// Whether `id` is a full object id (SHA-1 or SHA-256, lower-case hex).

@@ -38,6 +38,8 @@ const MAX_REASON: usize = 300;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading the reports may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest heartbeat a report may claim.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(366 * 24 * 3600);
 /// A node that missed this many heartbeats is stale.
 pub const STALE_HEARTBEATS: u32 = 3;
 
@@ -311,7 +313,12 @@ fn scratch(node: &Node, name: &str) -> Result<Repo> {
 /// repository (the objects are verified like any remote's), removing the
 /// reports the remote no longer has, and reads them against `keys`. Under a
 /// lock, so that two pulls do not fetch into it at once.
-pub fn fetch_and_read(node: &Node, url: &str, keys: &Path) -> Result<Vec<Received>> {
+pub fn fetch_and_read(
+    node: &Node,
+    url: &str,
+    keys: &Path,
+    hostnames: &[String],
+) -> Result<Vec<Received>> {
     let _lock = crate::lock::exclusive(&node.lib().join("cache/reports.lock"))?;
     let repo = scratch(node, "reports.git")?;
     let mut cmd = repo.command();
@@ -330,7 +337,8 @@ pub fn fetch_and_read(node: &Node, url: &str, keys: &Path) -> Result<Vec<Receive
     remotes::Transfer::start("git fetch", cmd)?
         .wait(Instant::now() + FETCH_TIMEOUT)
         .map_err(anyhow::Error::msg)?;
-    read_all(&repo, Some(keys))
+    // Only the reports asked for are checked: a remote may serve any number.
+    read_all(&repo, Some(keys), Some(hostnames))
 }
 
 /// One node's report as a reader found it.
@@ -354,10 +362,14 @@ impl Received {
     }
 }
 
-/// Every report under `refs/troops/status/` in `repo`, checked against
-/// `keys` (an allowed-signers file naming each node by hostname; without
-/// one, nothing verifies).
-pub fn read_all(repo: &Repo, keys: Option<&Path>) -> Result<Vec<Received>> {
+/// Every report under `refs/troops/status/` in `repo` (or those of `only`),
+/// checked against `keys` (an allowed-signers file naming each node by
+/// hostname; without one, nothing verifies).
+pub fn read_all(
+    repo: &Repo,
+    keys: Option<&Path>,
+    only: Option<&[String]>,
+) -> Result<Vec<Received>> {
     let listing = repo.run([
         "for-each-ref",
         "--format=%(refname) %(objectname) %(objecttype)",
@@ -371,6 +383,9 @@ pub fn read_all(repo: &Repo, keys: Option<&Path>) -> Result<Vec<Received>> {
             continue;
         };
         let hostname = name.trim_start_matches(REF_PREFIX).to_owned();
+        if only.is_some_and(|wanted| !wanted.contains(&hostname)) {
+            continue;
+        }
         found.push((hostname, id.to_owned(), kind == "commit"));
     }
     let commits: Vec<&str> = found
@@ -522,8 +537,38 @@ fn contents(repo: &Repo, commits: &[&str]) -> Result<std::collections::HashMap<S
 /// A report's JSON, which must name the host its ref names.
 fn parse(data: Option<Vec<u8>>, hostname: &str) -> std::result::Result<Report, String> {
     let data = data.ok_or_else(|| format!("no {FILE} of at most {MAX_REPORT} bytes"))?;
-    let report: Report =
+    let value: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| format!("unreadable {FILE}: {e}"))?;
+    // Reports are shown on terminals: no escape sequences.
+    if has_control_characters(&value) {
+        return Err(format!("{FILE} holds control characters"));
+    }
+    let report: Report =
+        serde_json::from_value(value).map_err(|e| format!("unreadable {FILE}: {e}"))?;
+    let commits = [
+        report.facts.deployed.as_ref().map(|d| d.commit.as_str()),
+        report
+            .facts
+            .last_deploy
+            .as_ref()
+            .and_then(|d| d.commit.as_deref()),
+        report
+            .facts
+            .held_back
+            .as_ref()
+            .and_then(|h| h.commit.as_deref()),
+        report
+            .facts
+            .check
+            .as_ref()
+            .and_then(|c| c.commit.as_deref()),
+    ];
+    if commits.into_iter().flatten().any(|c| !git::is_object_id(c)) {
+        return Err(format!("{FILE} names a commit that is no object id"));
+    }
+    if report.heartbeat_seconds > MAX_HEARTBEAT.as_secs() {
+        return Err(format!("{FILE} has a heartbeat longer than a year"));
+    }
     if report.facts.hostname != hostname {
         return Err(format!(
             "the report names another host, `{}`",
@@ -531,6 +576,17 @@ fn parse(data: Option<Vec<u8>>, hostname: &str) -> std::result::Result<Report, S
         ));
     }
     Ok(report)
+}
+
+fn has_control_characters(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.chars().any(char::is_control),
+        serde_json::Value::Array(items) => items.iter().any(has_control_characters),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.chars().any(char::is_control) || has_control_characters(v)),
+        _ => false,
+    }
 }
 
 /// The allowed-signers file at the top of `commit`, copied to a temporary
@@ -564,7 +620,8 @@ pub fn fleet(keys: &Path) -> Result<Vec<String>> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().next())
-        .flat_map(|principals| principals.split(','))
+        // git verifies a line's first principal only.
+        .filter_map(|principals| principals.split(',').next())
         .filter(|name| check_hostname(name).is_ok())
         .map(str::to_ascii_lowercase)
         .collect();
@@ -578,7 +635,8 @@ pub fn is_stale(report: &Report, now: SystemTime) -> bool {
     let Ok(at) = humantime::parse_rfc3339(&report.reported_at) else {
         return true;
     };
-    let allowed = Duration::from_secs(report.heartbeat_seconds.max(1)) * STALE_HEARTBEATS;
+    let heartbeat = report.heartbeat_seconds.clamp(1, MAX_HEARTBEAT.as_secs());
+    let allowed = Duration::from_secs(heartbeat) * STALE_HEARTBEATS;
     now.duration_since(at).is_ok_and(|late| late > allowed)
 }
 
@@ -607,7 +665,40 @@ mod tests {
             "# nodes\nweb-1 ssh-ed25519 AAAA\nDB-1,db-1.example.com ssh-ed25519 BBBB\n\n*.bad ssh-ed25519 CCCC\n",
         )
         .unwrap();
-        assert_eq!(fleet(&keys).unwrap(), ["db-1", "db-1.example.com", "web-1"]);
+        assert_eq!(fleet(&keys).unwrap(), ["db-1", "web-1"]);
+    }
+
+    #[test]
+    fn reports_that_could_mislead_a_reader_are_refused() {
+        let report = |extra: serde_json::Value| {
+            let mut json = serde_json::json!({"version": 1, "hostname": "web-1",
+                "reported_at": "2026-01-01T00:00:00Z", "heartbeat_seconds": 60});
+            json.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Some(json.to_string().into_bytes())
+        };
+        let id = "a".repeat(40);
+        let good = serde_json::json!({"deployed": {"commit": id, "at": "x"}});
+        assert!(parse(report(good), "web-1").is_ok());
+        for (bad, says) in [
+            (
+                serde_json::json!({"deployed": {"commit": "aaaaaaaaaaaébbbb", "at": "x"}}),
+                "object id",
+            ),
+            (
+                serde_json::json!({"heartbeat_seconds": u64::MAX}),
+                "heartbeat",
+            ),
+            (
+                serde_json::json!({"pull": "ok", "reported_at": "now\u{1b}[8m"}),
+                "control",
+            ),
+            (serde_json::json!({"hostname": "web-2"}), "another host"),
+        ] {
+            let e = parse(report(bad.clone()), "web-1").unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

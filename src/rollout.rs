@@ -154,10 +154,10 @@ pub fn held_by_waves(
     if takes(&hostname, waves.canary) || canaries.contains(&hostname) {
         return Ok(None);
     }
-    let Some(keys) = keys else {
+    let (Some(keys), false) = (keys, canaries.is_empty()) else {
         return Ok(Some(format!(
-            "canary waves: commit {} has no {KEYS_FILE}, so no canary's report can be \
-             verified; add the nodes' keys to it",
+            "canary waves: commit {} has no {KEYS_FILE} listing the nodes, so no canary's \
+             report can be verified; add `HOSTNAME KEY` lines to it",
             short(commit)
         )));
     };
@@ -168,7 +168,7 @@ pub fn held_by_waves(
                 .to_owned(),
         ));
     };
-    let reports = match report::fetch_and_read(node, &remote.url, keys.path()) {
+    let reports = match report::fetch_and_read(node, &remote.url, keys.path(), &canaries) {
         Ok(reports) => reports,
         Err(e) => {
             return Ok(Some(format!(
@@ -239,11 +239,30 @@ fn decide(
             waves.max_failures
         ));
     }
-    let Some(&(first, who)) = succeeded.iter().min() else {
-        return Err(format!(
-            "canary waves: waiting for a canary node ({}) to report that it deployed {commit}",
-            canaries.join(", ")
-        ));
+    // A canary without a verified success counts against max_failures too:
+    // a failure report can be deleted or held back, a success cannot be made up.
+    let silent: Vec<&str> = canaries
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !failed.contains(c) && !succeeded.iter().any(|(_, h)| h == c))
+        .collect();
+    let (first, who) = match succeeded.iter().min() {
+        Some(&first) if failed.len() + silent.len() <= waves.max_failures => first,
+        _ if silent.is_empty() => {
+            return Err(format!(
+                "canary waves: no canary node deployed {commit} ({} failed)",
+                failed.join(", ")
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "canary waves: waiting for {} to report deploying {commit} ({} failed; \
+                 max_failures: {} may fail or stay silent)",
+                silent.join(", "),
+                failed.len(),
+                waves.max_failures
+            ));
+        }
     };
     let until = first + waves.wait;
     if now < until {
@@ -388,19 +407,44 @@ mod tests {
         // Nobody reported, or only unverified or non-canary reports: hold.
         assert!(decide_at(&[], later).is_err());
         assert!(decide_at(&[ok("a", false), ok("z", true)], later).is_err());
-        // A verified success: hold until the wait has passed.
-        let e = decide_at(&[ok("a", true)], start + Duration::from_secs(60)).unwrap_err();
+        // Verified successes: hold until the wait has passed.
+        let all_ok = [ok("a", true), ok("b", true), ok("d", true)];
+        let e = decide_at(&all_ok, start + Duration::from_secs(60)).unwrap_err();
         assert!(e.contains("wait until"), "{e}");
-        assert_eq!(decide_at(&[ok("a", true)], later), Ok(()));
+        assert_eq!(decide_at(&all_ok, later), Ok(()));
         // One failure is allowed, two are not.
-        assert_eq!(decide_at(&[ok("a", true), failed("b")], later), Ok(()));
+        assert_eq!(
+            decide_at(&[ok("a", true), failed("b"), ok("d", true)], later),
+            Ok(())
+        );
         let e = decide_at(&[ok("a", true), failed("b"), failed("d")], later).unwrap_err();
         assert!(
             e.contains("2 canary node(s) failed") && e.contains("b, d"),
             "{e}"
         );
-        // Failures alone never let anyone through.
-        assert!(decide_at(&[failed("b")], later).is_err());
+        // A silent canary counts as a failure: deleting or holding back a
+        // failing canary's report lets nobody through.
+        assert_eq!(decide_at(&[ok("a", true), ok("d", true)], later), Ok(()));
+        let e = decide_at(&[ok("a", true), failed("b")], later).unwrap_err();
+        assert!(e.contains("waiting for d"), "{e}");
+        let e = decide_at(&[ok("a", true)], later).unwrap_err();
+        assert!(e.contains("waiting for b, d"), "{e}");
+        // Failures alone never let anyone through, whatever max_failures says.
+        let lenient = Waves {
+            max_failures: 3,
+            ..waves.clone()
+        };
+        let e = decide(&c, &canaries, &[failed("b")], &lenient, later).unwrap_err();
+        assert!(e.contains("waiting for a, d"), "{e}");
+        let e = decide(
+            &c,
+            &canaries,
+            &[failed("a"), failed("b"), failed("d")],
+            &lenient,
+            later,
+        )
+        .unwrap_err();
+        assert!(e.contains("no canary node deployed"), "{e}");
     }
 
     #[test]

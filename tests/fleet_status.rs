@@ -62,10 +62,7 @@ fn fleet_shows_every_node_its_failures_and_who_went_silent() {
     assert_eq!(fleet.report_ref(&names[1]).unwrap(), theirs);
     assert_eq!(fleet.server_ref("refs/heads/master").unwrap(), good);
 
-    // A no-change pull with no heartbeat due pushes nothing.
     let before = fleet.report_ref(&names[0]).unwrap();
-    fleet.pull(&[0]);
-    assert_eq!(fleet.report_ref(&names[0]).unwrap(), before);
 
     // A commit that fails on app-2: its row says so, the others run it.
     let bad_here = fleet.publish("v2", &[&names[1]], "");
@@ -172,5 +169,69 @@ fn fleet_names_what_is_wrong() {
         run.stdout.contains("no node has reported yet"),
         "{}",
         run.stdout
+    );
+}
+
+#[test]
+fn a_report_is_pushed_when_something_changed_or_a_heartbeat_is_due() {
+    let server = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        common::Run::from(
+            common::clean_command("git", server.path())
+                .arg("--git-dir")
+                .arg(server.path())
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    git(&["init", "--quiet", "--bare"]).success();
+    let repo = common::DeployRepo::with("print('v1')\n");
+    repo.git(&["push", "--quiet", server.path().to_str().unwrap(), "master"]);
+    let report = || {
+        git(&[
+            "rev-parse",
+            &format!("refs/troops/status/{}", common::HOSTNAME),
+        ])
+        .success()
+        .stdout
+    };
+    let node = common::Node::new();
+    node.troops(["init"]).success();
+    node.add_remote("origin", server.path().to_str().unwrap());
+    let configure = |heartbeat: &str| {
+        node.write_config(&format!(
+            "[report]\nurl = \"{}\"\nheartbeat = \"{heartbeat}\"\n",
+            server.path().display()
+        ))
+    };
+    configure("1h");
+    node.troops(["pull"]).success();
+    let first = report();
+
+    // Nothing changed and no heartbeat due: nothing is pushed, by a pull
+    // or by a check that finds what the last one found.
+    node.troops(["pull"]).success();
+    node.troops(["check"]).success();
+    let checked = report();
+    assert_ne!(checked, first, "a first check is news");
+    node.troops(["pull"]).success();
+    node.troops(["check"]).success();
+    assert_eq!(report(), checked);
+
+    // A heartbeat due: the same facts are reported again.
+    configure("1s");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    node.troops(["pull"]).success();
+    assert_ne!(report(), checked);
+
+    // An unreachable report remote is a warning: the pull still succeeds.
+    node.write_config("[report]\nurl = \"/nonexistent/reports.git\"\n");
+    let run = node.troops(["pull"]).success();
+    assert!(
+        run.stderr
+            .contains("cannot push the status report to `/nonexistent/reports.git`"),
+        "{}",
+        run.stderr
     );
 }

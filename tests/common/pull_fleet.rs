@@ -152,6 +152,21 @@ impl PullFleet {
         Run::from(out)
     }
 
+    /// Deletes `hostname`'s report on the server, as anyone who may push
+    /// there could.
+    pub fn delete_report(&self, hostname: &str) {
+        let out = self
+            .client
+            .command("git", "alice")
+            .arg("-C")
+            .arg(self.repo.path())
+            .args(["push", "--quiet", &self.url])
+            .arg(format!(":refs/troops/status/{hostname}"))
+            .output()
+            .unwrap();
+        Run::from(out).success();
+    }
+
     /// The report ref of `hostname` on the server, if any.
     pub fn report_ref(&self, hostname: &str) -> Option<String> {
         self.server_ref(&format!("refs/troops/status/{hostname}"))
