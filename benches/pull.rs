@@ -26,14 +26,7 @@ fn main() {
     let node = Node::new();
     node.troops(["init"]).success();
     for name in ["origin", "mirror"] {
-        client
-            .ssh(
-                &server,
-                "alice",
-                &["git", "init", "--quiet", "--bare", &format!("{name}.git")],
-            )
-            .success();
-        let url = format!("ssh://alice@{}:{}/~/{name}.git", server.addr, server.port);
+        let url = client.bare_repository(&server, "alice", name);
         client.push_to("alice", repo.path(), &url).success();
         git(&node, &client)
             .args(["remote", "add", name, &url])

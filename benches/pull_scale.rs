@@ -311,14 +311,7 @@ fn main() {
     // The SSH git server.
     let client = Client::new();
     let server = SshNode::start("git.example.com", &client);
-    client
-        .ssh(
-            &server,
-            "alice",
-            &["git", "init", "--quiet", "--bare", "deploy.git"],
-        )
-        .success();
-    let ssh_url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
+    let ssh_url = client.bare_repository(&server, "alice", "deploy");
     client.push_to("alice", repo.path(), &ssh_url).success();
     server_cg.adopt(server.pid());
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::UserError;
 use crate::git::{self, Repo, short};
 use crate::remotes;
-use crate::report::{self, KEYS_FILE, REF_PREFIX, Received};
+use crate::report::{self, KEYS_FILE, Received};
 
 /// Show every node's last status report
 ///
@@ -136,17 +136,7 @@ fn fetch(repo: &Repo, remote: &str) -> Result<()> {
         ))
         .into());
     }
-    let mut cmd = repo.command();
-    cmd.args([
-        "fetch",
-        "--quiet",
-        "--prune",
-        "--no-tags",
-        "--no-write-fetch-head",
-        "--",
-        remote,
-    ])
-    .arg(format!("+{REF_PREFIX}*:{REF_PREFIX}*"));
+    let mut cmd = report::fetch_command(repo, remote);
     git::log_command(&cmd);
     let out = cmd.output().context("cannot run git fetch")?;
     if out.status.success() {

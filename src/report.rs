@@ -12,6 +12,7 @@
 //! write a ref, but not sign as a node.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -321,6 +322,18 @@ pub fn fetch_and_read(
 ) -> Result<Vec<Received>> {
     let _lock = crate::lock::exclusive(&node.lib().join("cache/reports.lock"))?;
     let repo = scratch(node, "reports.git")?;
+    let mut cmd = fetch_command(&repo, url);
+    remotes::use_node_key(node, &mut cmd);
+    remotes::Transfer::start("git fetch", cmd)?
+        .wait(Instant::now() + FETCH_TIMEOUT)
+        .map_err(anyhow::Error::msg)?;
+    // Only the reports asked for are checked: a remote may serve any number.
+    read_all(&repo, Some(keys), Some(hostnames))
+}
+
+/// `git fetch` of every report `url` has into `repo`, dropping the ones it
+/// no longer has.
+pub fn fetch_command(repo: &Repo, url: &str) -> Command {
     let mut cmd = repo.command();
     cmd.args([
         "fetch",
@@ -333,12 +346,7 @@ pub fn fetch_and_read(
         url,
     ])
     .arg(format!("+{REF_PREFIX}*:{REF_PREFIX}*"));
-    remotes::use_node_key(node, &mut cmd);
-    remotes::Transfer::start("git fetch", cmd)?
-        .wait(Instant::now() + FETCH_TIMEOUT)
-        .map_err(anyhow::Error::msg)?;
-    // Only the reports asked for are checked: a remote may serve any number.
-    read_all(&repo, Some(keys), Some(hostnames))
+    cmd
 }
 
 /// One node's report as a reader found it.

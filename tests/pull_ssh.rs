@@ -10,14 +10,7 @@ use common::cluster::{Client, SshNode};
 /// A bare repository in alice's home on `server` holding a deployment of
 /// `deploy_py`: its SSH URL and the deployment.
 fn serve_deployment(client: &Client, server: &SshNode, deploy_py: &str) -> (String, DeployRepo) {
-    client
-        .ssh(
-            server,
-            "alice",
-            &["git", "init", "--quiet", "--bare", "deploy.git"],
-        )
-        .success();
-    let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
+    let url = client.bare_repository(server, "alice", "deploy");
     let repo = DeployRepo::with(deploy_py);
     client.push_to("alice", repo.path(), &url).success();
     (url, repo)

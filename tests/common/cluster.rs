@@ -104,6 +104,17 @@ impl Client {
         Run::from(cmd.output().unwrap())
     }
 
+    /// A new bare repository NAME.git in `user`'s home on `server`: its URL.
+    pub fn bare_repository(&self, server: &SshNode, user: &str, name: &str) -> String {
+        self.ssh(
+            server,
+            user,
+            &["git", "init", "--quiet", "--bare", &format!("{name}.git")],
+        )
+        .success();
+        format!("ssh://{user}@{}:{}/~/{name}.git", server.addr, server.port)
+    }
+
     /// `git push --quiet URL master` from `repo`, as `user`.
     pub fn push_to(&self, user: &str, repo: &Path, url: &str) -> Run {
         let out = self

@@ -23,14 +23,7 @@ impl PullFleet {
     pub fn start(hostnames: &[String], heartbeat: &str) -> PullFleet {
         let client = Client::new();
         let server = SshNode::start("git.fleet.example.com", &client);
-        client
-            .ssh(
-                &server,
-                "alice",
-                &["git", "init", "--quiet", "--bare", "deploy.git"],
-            )
-            .success();
-        let url = format!("ssh://alice@{}:{}/~/deploy.git", server.addr, server.port);
+        let url = client.bare_repository(&server, "alice", "deploy");
         // The hook README gives for a git server where nodes share an account.
         let hook = server.dir.path().join("home/alice/deploy.git/hooks/update");
         fs::copy(
