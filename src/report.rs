@@ -328,7 +328,40 @@ pub fn fetch_and_read(
         .wait(Instant::now() + FETCH_TIMEOUT)
         .map_err(anyhow::Error::msg)?;
     // Only the reports asked for are checked: a remote may serve any number.
-    read_all(&repo, Some(keys), Some(hostnames))
+    let mut received = read_all(&repo, Some(keys), Some(hostnames))?;
+    drop_replays(node, &mut received)?;
+    Ok(received)
+}
+
+/// Makes a report older than one this node has already seen from the same
+/// node count for nothing: whoever may push to the report remote can put an
+/// old signed report back. The newest `reported_at` seen of each node is
+/// kept in `cache/reports-seen.json`.
+fn drop_replays(node: &Node, received: &mut [Received]) -> Result<()> {
+    let path = node.lib().join("cache/reports-seen.json");
+    let mut seen: std::collections::BTreeMap<String, String> =
+        paths::load_report(&path).unwrap_or_default();
+    for r in received.iter_mut() {
+        let Some(at) = r.trusted().map(|report| report.reported_at.clone()) else {
+            continue;
+        };
+        let newest = seen.get(&r.hostname).cloned().unwrap_or_default();
+        match (
+            humantime::parse_rfc3339(&at),
+            humantime::parse_rfc3339(&newest),
+        ) {
+            (Ok(this), Ok(newest)) if this < newest => {
+                r.verified = Err(format!(
+                    "older than the report of {newest_text} this node has seen: replayed",
+                    newest_text = humantime::format_rfc3339_seconds(newest)
+                ));
+            }
+            _ => {
+                seen.insert(r.hostname.clone(), at);
+            }
+        }
+    }
+    paths::save_report(&path, &seen)
 }
 
 /// `git fetch` of every report `url` has into `repo`, dropping the ones it
@@ -707,6 +740,33 @@ mod tests {
             let e = parse(report(bad.clone()), "web-1").unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_older_report_than_one_seen_before_is_a_replay() {
+        let root = tempfile::tempdir().unwrap();
+        let node = Node::new(root.path());
+        std::fs::create_dir_all(node.lib().join("cache")).unwrap();
+        let at = |when: &str| Received {
+            hostname: "web-1".to_owned(),
+            report: Ok(Report {
+                version: 1,
+                facts: Facts::default(),
+                reported_at: when.to_owned(),
+                heartbeat_seconds: 3600,
+            }),
+            verified: Ok(()),
+        };
+        let mut newer = [at("2026-01-01T12:00:00Z")];
+        drop_replays(&node, &mut newer).unwrap();
+        assert!(newer[0].trusted().is_some());
+        let mut older = [at("2026-01-01T11:00:00Z")];
+        drop_replays(&node, &mut older).unwrap();
+        let why = older[0].verified.as_ref().unwrap_err();
+        assert!(why.contains("replayed"), "{why}");
+        let mut same = [at("2026-01-01T12:00:00Z")];
+        drop_replays(&node, &mut same).unwrap();
+        assert!(same[0].trusted().is_some());
     }
 
     #[test]

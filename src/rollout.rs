@@ -9,6 +9,7 @@
 //! set, and every node agrees on which nodes are canaries. troops.yaml is
 //! read from the commit without running any Python.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -151,7 +152,13 @@ pub fn held_by_waves(
         None => Vec::new(),
     };
     let canaries = canaries(&fleet, waves.canary);
-    if takes(&hostname, waves.canary) || canaries.contains(&hostname) {
+    // The keys file names the fleet; without one, the hash alone places a
+    // node (and the rest cannot verify anything, so they hold back).
+    let canary = match fleet.is_empty() {
+        true => takes(&hostname, waves.canary),
+        false => canaries.contains(&hostname),
+    };
+    if canary {
         return Ok(None);
     }
     let (Some(keys), false) = (keys, canaries.is_empty()) else {
@@ -212,7 +219,8 @@ fn decide(
     let mut succeeded: Vec<(SystemTime, &str)> = Vec::new();
     let mut failed: Vec<&str> = Vec::new();
     for received in reports.iter().filter(|r| canaries.contains(&r.hostname)) {
-        let Some(report) = received.trusted() else {
+        // A stale report is silence: the canary may have moved on since.
+        let Some(report) = received.trusted().filter(|r| !report::is_stale(r, now)) else {
             continue;
         };
         let facts = &report.facts;
@@ -264,15 +272,25 @@ fn decide(
             ));
         }
     };
-    let until = first + waves.wait;
-    if now < until {
+    let until = first.checked_add(waves.wait);
+    if until.is_none_or(|until| now < until) {
         return Err(format!(
             "canary waves: {who} deployed {commit} at {}; the others wait until {}",
-            humantime::format_rfc3339_seconds(first),
-            humantime::format_rfc3339_seconds(until)
+            rfc3339(first),
+            until.map_or_else(|| "the end of time".to_owned(), rfc3339)
         ));
     }
     Ok(())
+}
+
+/// A time for messages; one past the year 9999 (a wait of millennia) has
+/// no RFC 3339 form.
+fn rfc3339(time: SystemTime) -> String {
+    let mut text = String::new();
+    match write!(text, "{}", humantime::format_rfc3339_seconds(time)) {
+        Ok(()) => text,
+        Err(_) => "after the year 9999".to_owned(),
+    }
 }
 
 /// Whether the node named `hostname` is inside `percent` of the fleet.
@@ -361,7 +379,7 @@ mod tests {
 
     fn received(hostname: &str, json: serde_json::Value, verified: bool) -> Received {
         let mut report = serde_json::json!({"version": 1, "hostname": hostname,
-            "reported_at": "2026-01-01T00:00:00Z", "heartbeat_seconds": 60});
+            "reported_at": "2026-01-01T00:00:00Z", "heartbeat_seconds": 3600});
         report
             .as_object_mut()
             .unwrap()
@@ -412,6 +430,9 @@ mod tests {
         let e = decide_at(&all_ok, start + Duration::from_secs(60)).unwrap_err();
         assert!(e.contains("wait until"), "{e}");
         assert_eq!(decide_at(&all_ok, later), Ok(()));
+        // Reports three heartbeats old are silence: the canaries may have moved on.
+        let e = decide_at(&all_ok, start + Duration::from_secs(3 * 3600 + 1)).unwrap_err();
+        assert!(e.contains("waiting for a, b, d"), "{e}");
         // One failure is allowed, two are not.
         assert_eq!(
             decide_at(&[ok("a", true), failed("b"), ok("d", true)], later),
@@ -445,6 +466,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("no canary node deployed"), "{e}");
+    }
+
+    #[test]
+    fn a_wait_of_millennia_holds_back_without_a_panic() {
+        let c = "c".repeat(40);
+        let report = received(
+            "a",
+            serde_json::json!({"deployed": {"commit": c, "at": "2026-01-01T00:00:00Z"}}),
+            true,
+        );
+        for wait in ["8000years", "300000000000years"] {
+            let Some(Rollout::Waves(waves)) =
+                parse(&format!("rollout: {{canary: 5%, wait: {wait}}}\n")).unwrap()
+            else {
+                panic!("{wait}");
+            };
+            let now = humantime::parse_rfc3339("2026-01-01T00:10:00Z").unwrap();
+            let e = decide(
+                &c,
+                &["a".to_owned()],
+                std::slice::from_ref(&report),
+                &waves,
+                now,
+            )
+            .unwrap_err();
+            assert!(e.contains("wait until"), "{e}");
+        }
     }
 
     #[test]
