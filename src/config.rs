@@ -168,6 +168,13 @@ fn check_timeout(span: &str) -> std::result::Result<(), String> {
 pub fn check_report(report: &ReportRemote) -> std::result::Result<(), String> {
     crate::remotes::check("report", &report.url, crate::remotes::Source::Root)
         .map_err(|e| format!("`url`: {e}"))?;
+    if crate::remotes::redact(&report.url) != report.url {
+        return Err(
+            "`url` carries credentials, and troops.toml is readable by all: put them in \
+             /etc/troops/gitconfig (a credential helper), or use SSH"
+                .to_owned(),
+        );
+    }
     if let Some(span) = &report.heartbeat {
         check_timeout(span).map_err(|e| format!("`heartbeat`: {e}"))?;
     }
@@ -236,6 +243,7 @@ mod tests {
         assert_eq!(report.heartbeat(), Duration::from_secs(600));
         assert!(check_report(&report).is_ok());
         for (url, heartbeat) in [
+            ("https://bot:secret@h/fleet.git", "1h"),
             ("-oProxyCommand=x", "1h"),
             ("ext::sh", "1h"),
             ("ssh://h/r", "soon"),

@@ -149,9 +149,29 @@ pub fn update(node: &Node) {
     }
 }
 
+/// The last report this node pushed: where and when (`troops status`).
+#[derive(Debug, Serialize)]
+pub struct LastSent {
+    pub url: String,
+    pub sent_at: String,
+}
+
+pub fn last_sent(node: &Node) -> Option<LastSent> {
+    let sent: Sent = paths::load_report(&sent_path(node))?;
+    Some(LastSent {
+        url: remotes::redact(&sent.url),
+        sent_at: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(sent.at))
+            .to_string(),
+    })
+}
+
+fn sent_path(node: &Node) -> std::path::PathBuf {
+    node.state().join("report-sent.json")
+}
+
 fn send_if_due(node: &Node, remote: &ReportRemote) -> Result<()> {
     let facts = gather(node)?;
-    let sent_path = node.state().join("report-sent.json");
+    let sent_path = sent_path(node);
     let now = SystemTime::now();
     let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let heartbeat = remote.heartbeat();

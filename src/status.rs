@@ -14,7 +14,7 @@ use crate::git::short;
 use crate::history::{self, Record};
 use crate::lock::DeployLock;
 use crate::paths::Node;
-use crate::{check, pull};
+use crate::{check, pull, report};
 
 /// Show the deployed commit and recent deploys
 ///
@@ -25,8 +25,9 @@ use crate::{check, pull};
 /// With --json, prints one object: {"commit": SHA or null, "history":
 /// [{"commit", "trigger", "user", "started_at", "duration_ms", "result",
 /// "reason", "log"}, ...], "last_pull": the last `troops pull --json` or
-/// null, "last_check": the last `troops check --json` or null}, history
-/// newest first.
+/// null, "last_check": the last `troops check --json` or null,
+/// "last_report": {"url", "sent_at"} of the last status report pushed, or
+/// null}, history newest first.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON for scripts instead of a table
@@ -45,6 +46,9 @@ struct Status {
     last_pull: Option<pull::Report>,
     /// What the last `troops check` found (added field; null before the first).
     last_check: Option<check::Report>,
+    /// Where and when the node last pushed its status report (added field;
+    /// null without a report remote).
+    last_report: Option<report::LastSent>,
 }
 
 pub fn run(node: &Node, args: Args) -> Result<()> {
@@ -57,6 +61,7 @@ pub fn run(node: &Node, args: Args) -> Result<()> {
         history: records,
         last_pull: pull::last(node),
         last_check: check::last(node),
+        last_report: report::last_sent(node),
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -94,6 +99,9 @@ fn print_table(out: &mut impl Write, status: &Status, limit: usize) -> std::io::
                 _ => String::new(),
             }
         )?;
+    }
+    if let Some(report) = &status.last_report {
+        writeln!(out, "last report: {} to {}", report.sent_at, report.url)?;
     }
     if status.history.is_empty() {
         return Ok(());

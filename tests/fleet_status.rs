@@ -208,6 +208,12 @@ fn a_report_is_pushed_when_something_changed_or_a_heartbeat_is_due() {
     configure("1h");
     node.troops(["pull"]).success();
     let first = report();
+    let status = node.status_json();
+    assert_eq!(
+        status["last_report"]["url"],
+        server.path().to_str().unwrap(),
+        "{status:#}"
+    );
 
     // Nothing changed and no heartbeat due: nothing is pushed, by a pull
     // or by a check that finds what the last one found.
