@@ -573,14 +573,17 @@ fn check_push_access(root: &DebRoot) {
     root.ok(&["visudo", "-c"]);
 }
 
-/// Units: valid, the timer and first-boot seeding enabled, the pull service
-/// started by its timer alone, and none started by dpkg.
+/// Units: valid, the pull timer and first-boot seeding enabled, the drift
+/// check's timer not, the services started by their timers alone, and none
+/// started by dpkg.
 fn check_units(root: &DebRoot) {
     let units = [
         "troops-pull.service",
         "troops-first-pull.service",
         "troops-pull.timer",
         "troops-seed.service",
+        "troops-check.service",
+        "troops-check.timer",
     ];
     let paths: Vec<String> = units
         .iter()
@@ -614,13 +617,31 @@ fn check_units(root: &DebRoot) {
             "{unit}"
         );
     }
-    for unit in &units[2..] {
+    for unit in &units[2..4] {
         assert_eq!(
             root.run(&["systemctl", "is-enabled", unit]).stdout.trim(),
             "enabled",
             "{unit}"
         );
     }
+    // The drift check runs hourly once the admin enables its timer; drift
+    // (exit 1) does not fail the unit.
+    for (unit, state) in [
+        ("troops-check.service", "static"),
+        ("troops-check.timer", "disabled"),
+    ] {
+        assert_eq!(
+            root.run(&["systemctl", "is-enabled", unit]).stdout.trim(),
+            state,
+            "{unit}"
+        );
+    }
+    let check = root.read("/lib/systemd/system/troops-check.service");
+    assert!(
+        check.contains("ExecStart=/usr/bin/troops check\n")
+            && check.contains("SuccessExitStatus=1\n"),
+        "{check}"
+    );
     let pull = root.read("/lib/systemd/system/troops-pull.service");
     assert!(
         pull.contains("Type=oneshot") && !pull.lines().any(|l| l == "[Install]"),
