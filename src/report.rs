@@ -247,8 +247,13 @@ fn last_deploy(record: &Record) -> LastDeploy {
     }
 }
 
+/// A reason as reports carry it: short, and without control characters,
+/// which readers refuse.
 fn cut(text: &str) -> String {
-    text.chars().take(MAX_REASON).collect()
+    text.chars()
+        .take(MAX_REASON)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A hostname that can be a ref's last component and a principal in an
@@ -365,15 +370,18 @@ fn drop_replays(node: &Node, received: &mut [Received]) -> Result<()> {
         let Some(at) = r.trusted().map(|report| report.reported_at.clone()) else {
             continue;
         };
-        let newest = seen.get(&r.hostname).cloned().unwrap_or_default();
-        match (
-            humantime::parse_rfc3339(&at),
-            humantime::parse_rfc3339(&newest),
-        ) {
-            (Ok(this), Ok(newest)) if this < newest => {
+        // A time that does not parse is stale for the readers anyway.
+        let Ok(this) = humantime::parse_rfc3339(&at) else {
+            continue;
+        };
+        let newest = seen
+            .get(&r.hostname)
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        match newest {
+            Some(newest) if this < newest => {
                 r.verified = Err(format!(
-                    "older than the report of {newest_text} this node has seen: replayed",
-                    newest_text = humantime::format_rfc3339_seconds(newest)
+                    "older than the report of {} this node has seen: replayed",
+                    humantime::format_rfc3339_seconds(newest)
                 ));
             }
             _ => {

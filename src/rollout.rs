@@ -154,9 +154,10 @@ pub fn held_by_waves(
     let canaries = canaries(&fleet, waves.canary);
     // The keys file names the fleet; without one, the hash alone places a
     // node (and the rest cannot verify anything, so they hold back).
-    let canary = match fleet.is_empty() {
-        true => takes(&hostname, waves.canary),
-        false => canaries.contains(&hostname),
+    let canary = if fleet.is_empty() {
+        takes(&hostname, waves.canary)
+    } else {
+        canaries.contains(&hostname)
     };
     if canary {
         return Ok(None);
