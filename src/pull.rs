@@ -290,6 +290,7 @@ fn fetch_all(
         })
         .collect();
     let mut refs = repo.commit_refs(&["refs/heads/*", "refs/remotes/*"])?;
+    forget_removed_remotes(repo, &remotes, &mut refs)?;
     let mut fetched = Vec::new();
     for (remote, failure) in remotes.into_iter().zip(failures) {
         let tracking = tracking_ref(&remote, branch);
@@ -319,6 +320,32 @@ fn fetch_all(
     }
     drop(locks);
     Ok((fetched, refs))
+}
+
+/// Deletes the tracking refs of remotes that are gone, so that root's
+/// repository does not keep (or offer to the next fetch as known) what a
+/// former remote served. A remote left out for a while only costs its next
+/// fetch a full download.
+fn forget_removed_remotes(repo: &Repo, remotes: &[Remote], refs: &mut Refs) -> Result<()> {
+    let gone: Vec<String> = refs
+        .keys()
+        .filter(|name| {
+            name.strip_prefix("refs/remotes/")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|remote| !remotes.iter().any(|r| r.name == remote))
+        })
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let input: String = gone.iter().map(|name| format!("delete {name}\n")).collect();
+    repo.run_with_input(["update-ref", "--stdin"], input.into_bytes())
+        .context("cannot delete the tracking refs of removed remotes")?;
+    for name in gone {
+        refs.remove(&name);
+    }
+    Ok(())
 }
 
 /// The commits root's branches and tracking refs name, read at once.

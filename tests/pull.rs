@@ -247,6 +247,26 @@ fn the_newer_of_two_linear_remotes_is_deployed() {
         "{skipped}"
     );
     assert!(run.stderr.contains("skipping `a-older`"), "{}", run.stderr);
+
+    // A remote removed from root's configuration leaves no tracking ref
+    // behind in root's repository; the other's stays.
+    let tracking = || {
+        node.root_git(&["for-each-ref", "--format=%(refname)", "refs/remotes/"])
+            .stdout
+    };
+    assert!(
+        tracking().contains("refs/remotes/a-older/master"),
+        "{}",
+        tracking()
+    );
+    common::clean_command("git", &node.home())
+        .args(["config", "--file"])
+        .arg(node.root().join("etc/troops/gitconfig"))
+        .args(["--remove-section", "remote.a-older"])
+        .status()
+        .unwrap();
+    node.troops(["pull"]).success();
+    assert_eq!(tracking().trim(), "refs/remotes/b-newer/master");
 }
 
 #[test]
