@@ -81,12 +81,19 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
     let repo = Repo::work_tree(&dir);
-    if repo.run(["rev-parse", "--git-dir"]).is_err() {
-        return Err(
-            UserError::new(format!("`{}` is not a git repository", dir.display()))
-                .hint("run `troops fleet` in a clone of the deployment, or give --repository DIR")
-                .into(),
-        );
+    if let Err(e) = repo.run(["rev-parse", "--git-dir"]) {
+        // git's own reason: not a repository, or one of another user's.
+        let why = format!("{e:#}");
+        let why = why.lines().rfind(|l| l.starts_with("fatal:")).unwrap_or("");
+        return Err(UserError::new(format!(
+            "cannot read `{}` as a git repository: {why}",
+            dir.display()
+        ))
+        .hint(
+            "run `troops fleet` in a clone of the deployment, or give --repository DIR; \
+             on the git server, run it as the repository's owner",
+        )
+        .into());
     }
     let rev = match repo.resolve_commit(&args.rev)? {
         Some(commit) if !args.rev.starts_with('-') => commit,

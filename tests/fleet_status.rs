@@ -137,7 +137,8 @@ fn fleet_names_what_is_wrong() {
     };
     let run = fleet(outside.path(), &[]).failure();
     assert!(
-        run.stderr.contains("is not a git repository"),
+        run.stderr
+            .contains("cannot read `.` as a git repository: fatal: not a git repository"),
         "{}",
         run.stderr
     );
