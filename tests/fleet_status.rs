@@ -38,6 +38,19 @@ fn fleet_shows_every_node_its_failures_and_who_went_silent() {
         view["commits"],
         serde_json::json!([{"commit": good, "nodes": 3}])
     );
+    // On the git server, its owner reads the reports in place.
+    let troops = fleet.server.troops();
+    let run = fleet
+        .client
+        .ssh(
+            &fleet.server,
+            "alice",
+            &[&troops, "fleet", "--repository", "deploy.git", "--json"],
+        )
+        .success();
+    let in_place: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(in_place["commits"], view["commits"], "{in_place:#}");
+    assert_eq!(in_place["nodes"].as_array().unwrap().len(), 3);
 
     // With the update hook README gives, a node's key writes its own report
     // and nothing else: not another node's, not the deploy branch.
