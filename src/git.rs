@@ -168,6 +168,19 @@ impl Repo {
         Ok(out.stdout)
     }
 
+    /// The text of `path` in `commit`'s tree, or `None` when it has no such
+    /// file.
+    pub fn file_at(&self, commit: &str, path: &str) -> Result<Option<String>> {
+        let mut cmd = self.command();
+        cmd.args(["cat-file", "blob", &format!("{commit}:{path}")]);
+        log_command(&cmd);
+        let out = cmd.output().context("cannot run git cat-file")?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
     /// The commit `rev` names, or `None` when it names nothing.
     pub fn resolve_commit(&self, rev: &str) -> Result<Option<String>> {
         let mut cmd = self.command();

@@ -661,23 +661,12 @@ fn has_control_characters(value: &serde_json::Value) -> bool {
 /// The allowed-signers file at the top of `commit`, copied to a temporary
 /// file for ssh-keygen, if the commit has one.
 pub fn keys_file(repo: &Repo, commit: &str) -> Result<Option<tempfile::NamedTempFile>> {
-    let Some(text) = keys_text(repo, commit)? else {
+    let Some(text) = repo.file_at(commit, KEYS_FILE)? else {
         return Ok(None);
     };
     let mut file = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
     Ok(Some(file))
-}
-
-/// The text of `commit`'s keys file, if it has one.
-fn keys_text(repo: &Repo, commit: &str) -> Result<Option<String>> {
-    let mut cmd = repo.command();
-    cmd.args(["cat-file", "blob", &format!("{commit}:{KEYS_FILE}")]);
-    let out = cmd.output().context("cannot run git cat-file")?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// The hostnames an allowed-signers file names (its principals), sorted.

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -44,13 +44,9 @@ pub struct Waves {
 
 /// The commit's rollout, if its troops.yaml sets one.
 pub fn read(repo: &Repo, commit: &str) -> Result<Option<Rollout>> {
-    let mut cmd = repo.command();
-    cmd.args(["cat-file", "blob", &format!("{commit}:troops.yaml")]);
-    let out = cmd.output().context("cannot run git cat-file")?;
-    if !out.status.success() {
+    let Some(text) = repo.file_at(commit, "troops.yaml")? else {
         return Ok(None);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    };
     parse(&text).map_err(|e| {
         UserError::new(format!(
             "invalid troops.yaml in commit {}: {e}",
