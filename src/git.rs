@@ -67,6 +67,19 @@ impl Repo {
         }
     }
 
+    /// A root-only bare repository at `path`, made if missing (the HTTP
+    /// fetch repositories, the reports' ones): its git runs pinned.
+    pub fn scratch(node: &Node, path: &Path) -> Result<Repo> {
+        if !path.join("HEAD").exists() {
+            let mut cmd = pinned(None);
+            cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
+                .arg(path);
+            output(&mut cmd).with_context(|| format!("cannot create `{}`", path.display()))?;
+            crate::paths::set_mode(path, 0o700)?;
+        }
+        Ok(Repo::bare(path).pinned(node))
+    }
+
     /// Root's repository: what the node deploys from.
     pub fn deploy(node: &Node) -> Repo {
         Repo::bare(&node.deploy_repo()).pinned(node)

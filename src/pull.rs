@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Policy};
 use crate::engine::{Request, deploy_commit, invoking_user, one_line, source_repo};
 use crate::error::UserError;
-use crate::git::{self, Repo, short};
+use crate::git::{Repo, short};
 use crate::history::{Entry, Trigger};
 use crate::lock::{DeployLock, Wait};
 use crate::paths::{self, Node, write_atomically};
@@ -409,14 +409,7 @@ fn scratch_dir(node: &Node) -> PathBuf {
 /// The root-only repository `remote` (an HTTP one) is fetched into first.
 /// Remote names are checked to be plain file names (remotes::check_name).
 fn scratch_repo(node: &Node, remote: &Remote) -> Result<Repo> {
-    let path = scratch_dir(node).join(format!("{}.git", remote.name));
-    if !path.join("HEAD").exists() {
-        let mut cmd = git::pinned(None);
-        cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
-            .arg(&path);
-        git::output(&mut cmd).context("cannot create the HTTP fetch repository")?;
-    }
-    Ok(Repo::bare(&path).pinned(node))
+    Repo::scratch(node, &scratch_dir(node).join(format!("{}.git", remote.name)))
 }
 
 /// Removes the scratch repositories (and locks) of remotes that are gone or

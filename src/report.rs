@@ -324,15 +324,7 @@ fn outbox(node: &Node) -> Result<Repo> {
 
 /// A root-only bare repository under the node's cache, made if missing.
 fn scratch(node: &Node, name: &str) -> Result<Repo> {
-    let path = node.lib().join("cache").join(name);
-    if !path.join("HEAD").exists() {
-        let mut cmd = git::pinned(None);
-        cmd.args(["init", "--quiet", "--bare", "--template=", "--"])
-            .arg(&path);
-        git::output(&mut cmd).with_context(|| format!("cannot create `{}`", path.display()))?;
-        paths::set_mode(&path, 0o700)?;
-    }
-    Ok(Repo::bare(&path).pinned(node))
+    Repo::scratch(node, &node.lib().join("cache").join(name))
 }
 
 /// Fetches every report from the node's report remote into a root-only
