@@ -72,8 +72,15 @@ fn run(cli: Cli) -> Result<()> {
     );
     let result = dispatch(&node, cli.command);
     if deploys && nix::unistd::geteuid().is_root() && node.state().is_dir() {
-        metrics::update(&node);
-        report::update(&node);
+        match status::Snapshot::read(&node) {
+            Ok(state) => {
+                metrics::update(&node, &state);
+                report::update(&node, &state);
+            }
+            Err(e) => eprintln!(
+                "troops: warning: cannot read the node's state for its metrics and report: {e:#}"
+            ),
+        }
     }
     result
 }

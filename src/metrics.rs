@@ -14,26 +14,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 
 use crate::check;
-use crate::history::{self, Record};
+use crate::history::Record;
 use crate::paths::{self, Node};
-use crate::pull::{self, Outcome, Report};
+use crate::pull::{Outcome, Report};
+use crate::status::Snapshot;
 
 /// Where node exporter's textfile collector looks (under the node's root).
 const TEXTFILE_DIR: &str = "var/lib/prometheus/node-exporter";
 
 /// Rewrites the metrics; a failure is a warning, never the run's.
-pub fn update(node: &Node) {
-    if let Err(e) = write(node) {
+pub fn update(node: &Node, state: &Snapshot) {
+    if let Err(e) = write(node, state) {
         eprintln!("troops: warning: cannot write the metrics: {e:#}");
     }
 }
 
-fn write(node: &Node) -> Result<()> {
+fn write(node: &Node, state: &Snapshot) -> Result<()> {
     let text = render(
-        history::deployed_commit(node)?.as_deref(),
-        history::latest(node)?.as_ref(),
-        pull::last(node).as_ref(),
-        check::last(node).as_ref(),
+        state.deployed.as_deref(),
+        state.latest.as_ref(),
+        state.pull.as_ref(),
+        state.check.as_ref(),
     );
     paths::replace_file(&node.state().join("metrics.prom"), text.as_bytes(), 0o644)?;
     let textfile = node.root().join(TEXTFILE_DIR);

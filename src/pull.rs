@@ -409,7 +409,10 @@ fn scratch_dir(node: &Node) -> PathBuf {
 /// The root-only repository `remote` (an HTTP one) is fetched into first.
 /// Remote names are checked to be plain file names (remotes::check_name).
 fn scratch_repo(node: &Node, remote: &Remote) -> Result<Repo> {
-    Repo::scratch(node, &scratch_dir(node).join(format!("{}.git", remote.name)))
+    Repo::scratch(
+        node,
+        &scratch_dir(node).join(format!("{}.git", remote.name)),
+    )
 }
 
 /// Removes the scratch repositories (and locks) of remotes that are gone or

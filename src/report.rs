@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ReportRemote};
 use crate::git::{self, Repo};
-use crate::history::{self, Record};
+use crate::history::Record;
 use crate::paths::{self, Node};
-use crate::pull::{self, Outcome};
+use crate::pull::Outcome;
+use crate::status::Snapshot;
 use crate::{check, remotes, rollout};
 
 /// Where each node's latest report lives on the report remote.
@@ -132,7 +133,7 @@ struct Sent {
 
 /// Pushes the node's report if it is due; a failure is a warning, and the
 /// next run tries again.
-pub fn update(node: &Node) {
+pub fn update(node: &Node, state: &Snapshot) {
     // A configuration that does not load was reported by the command itself.
     let Ok(Config {
         report: Some(remote),
@@ -141,7 +142,7 @@ pub fn update(node: &Node) {
     else {
         return;
     };
-    if let Err(e) = send_if_due(node, &remote) {
+    if let Err(e) = send_if_due(node, &remote, state) {
         eprintln!(
             "troops: warning: cannot push the status report to `{}`: {e:#}",
             remotes::redact(&remote.url)
@@ -169,8 +170,8 @@ fn sent_path(node: &Node) -> std::path::PathBuf {
     node.state().join("report-sent.json")
 }
 
-fn send_if_due(node: &Node, remote: &ReportRemote) -> Result<()> {
-    let facts = gather(node)?;
+fn send_if_due(node: &Node, remote: &ReportRemote, state: &Snapshot) -> Result<()> {
+    let facts = gather(node, state);
     let sent_path = sent_path(node);
     let now = SystemTime::now();
     let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -198,19 +199,21 @@ fn send_if_due(node: &Node, remote: &ReportRemote) -> Result<()> {
 }
 
 /// The node's facts, from its history, last pull and last check.
-fn gather(node: &Node) -> Result<Facts> {
-    let deployed = history::deployed_commit(node)?.map(|commit| Deployed {
-        commit,
+fn gather(node: &Node, state: &Snapshot) -> Facts {
+    let deployed = state.deployed.as_ref().map(|commit| Deployed {
+        commit: commit.clone(),
         at: std::fs::metadata(node.deployed_file())
             .and_then(|m| m.modified())
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_default(),
     });
-    let last_deploy = history::latest(node)?
+    let last_deploy = state
+        .latest
+        .as_ref()
         .filter(|r| r.result != "running")
-        .map(|r| last_deploy(&r));
-    let pull = pull::last(node);
-    let held_back = pull
+        .map(last_deploy);
+    let held_back = state
+        .pull
         .as_ref()
         .filter(|p| p.result == Outcome::HeldBack)
         .and_then(|p| p.remotes.iter().find(|r| r.outcome == Outcome::HeldBack))
@@ -218,19 +221,19 @@ fn gather(node: &Node) -> Result<Facts> {
             commit: r.commit.clone(),
             reason: cut(&r.reason),
         });
-    let check = check::last(node).map(|c| CheckSummary {
+    let check = state.check.as_ref().map(|c| CheckSummary {
         result: c.result,
-        commit: c.commit,
+        commit: c.commit.clone(),
         changes: c.changes.len(),
     });
-    Ok(Facts {
+    Facts {
         hostname: rollout::hostname(),
         deployed,
         last_deploy,
-        pull: pull.map(|p| p.result.into()),
+        pull: state.pull.as_ref().map(|p| p.result.into()),
         held_back,
         check,
-    })
+    }
 }
 
 fn last_deploy(record: &Record) -> LastDeploy {

@@ -51,6 +51,28 @@ struct Status {
     last_report: Option<report::LastSent>,
 }
 
+/// What the node knows of itself after a run, read once for its metrics
+/// and its status report.
+pub struct Snapshot {
+    /// The commit whose deploy last succeeded.
+    pub deployed: Option<String>,
+    /// The newest deploy record.
+    pub latest: Option<Record>,
+    pub pull: Option<pull::Report>,
+    pub check: Option<check::Report>,
+}
+
+impl Snapshot {
+    pub fn read(node: &Node) -> Result<Snapshot> {
+        Ok(Snapshot {
+            deployed: history::deployed_commit(node)?,
+            latest: history::latest(node)?,
+            pull: pull::last(node),
+            check: check::last(node),
+        })
+    }
+}
+
 pub fn run(node: &Node, args: Args) -> Result<()> {
     let mut records = history::list(node)?;
     if !DeployLock::is_held(node) {
