@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(remote) = &args.remote {
         fetch(&repo, remote)?;
     }
-    let keys = report::keys_file(&repo, &rev)?;
+    let keys = report::node_keys(&repo, &rev)?;
     if keys.is_none() {
         eprintln!(
             "troops: warning: {} (`{}`) has no {KEYS_FILE}: no report can be verified \
@@ -120,10 +120,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let received = report::read_all(&repo, keys.as_ref().map(|k| k.path()), None)?;
-    let known = match &keys {
-        Some(keys) => report::fleet(keys.path())?,
-        None => Vec::new(),
-    };
+    let known = keys.map_or_else(Vec::new, |k| k.hostnames);
     let fleet = tabulate(received, known, SystemTime::now());
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -653,21 +653,35 @@ fn has_control_characters(value: &serde_json::Value) -> bool {
     }
 }
 
-/// The allowed-signers file at the top of `commit`, copied to a temporary
-/// file for ssh-keygen, if the commit has one.
-pub fn keys_file(repo: &Repo, commit: &str) -> Result<Option<tempfile::NamedTempFile>> {
+/// The nodes a deployment lists: its allowed-signers file, copied to a
+/// temporary file for ssh-keygen, and the hostnames it names.
+pub struct NodeKeys {
+    file: tempfile::NamedTempFile,
+    /// The principals, one a line, lower-case and sorted.
+    pub hostnames: Vec<String>,
+}
+
+impl NodeKeys {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+/// The node keys at the top of `commit`, if it has a keys file.
+pub fn node_keys(repo: &Repo, commit: &str) -> Result<Option<NodeKeys>> {
     let Some(text) = repo.file_at(commit, KEYS_FILE)? else {
         return Ok(None);
     };
     let mut file = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
-    Ok(Some(file))
+    Ok(Some(NodeKeys {
+        file,
+        hostnames: principals(&text),
+    }))
 }
 
 /// The hostnames an allowed-signers file names (its principals), sorted.
-pub fn fleet(keys: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(keys)
-        .with_context(|| format!("cannot read `{}`", keys.display()))?;
+fn principals(text: &str) -> Vec<String> {
     let mut names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -680,7 +694,7 @@ pub fn fleet(keys: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort();
     names.dedup();
-    Ok(names)
+    names
 }
 
 /// Whether a report sent at `reported_at` with this heartbeat is overdue.
@@ -711,14 +725,8 @@ mod tests {
 
     #[test]
     fn the_fleet_is_the_principals_of_the_keys_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys");
-        std::fs::write(
-            &keys,
-            "# nodes\nweb-1 ssh-ed25519 AAAA\nDB-1,db-1.example.com ssh-ed25519 BBBB\n\n*.bad ssh-ed25519 CCCC\n",
-        )
-        .unwrap();
-        assert_eq!(fleet(&keys).unwrap(), ["db-1", "web-1"]);
+        let keys = "# nodes\nweb-1 ssh-ed25519 AAAA\nDB-1,db-1.example.com ssh-ed25519 BBBB\n\n*.bad ssh-ed25519 CCCC\n";
+        assert_eq!(principals(keys), ["db-1", "web-1"]);
     }
 
     #[test]

@@ -142,11 +142,8 @@ pub fn held_by_waves(
     waves: &Waves,
 ) -> Result<Option<String>> {
     let hostname = hostname();
-    let keys = report::keys_file(repo, commit)?;
-    let fleet = match &keys {
-        Some(keys) => report::fleet(keys.path())?,
-        None => Vec::new(),
-    };
+    let keys = report::node_keys(repo, commit)?;
+    let fleet = keys.as_ref().map_or_else(Vec::new, |k| k.hostnames.clone());
     let canaries = canaries(&fleet, waves.canary);
     // The keys file names the fleet; without one, the hash alone places a
     // node (and the rest cannot verify anything, so they hold back).
